@@ -1,0 +1,82 @@
+# aitbc-operator — one entry point.
+#   make demo       local cluster + PostgreSQL + operator + samples, ends with their status   (make demo-down stops it)
+#   make test       everything CI runs: ruff, mypy --strict, layer contracts, CRD drift, unit + integration tests
+# Both install what they need (virtualenv, Debian packages, Go-built cluster binaries), idempotently and cached.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/aitbc-operator
+K8S_VERSION ?= v1.34.4
+K8S_BIN := $(CACHE_DIR)/k8s-$(K8S_VERSION)/bin
+export AITBC_K8S_VERSION := $(K8S_VERSION)
+export AITBC_K8S_BIN := $(K8S_BIN)
+APT_PACKAGES := btrfs-progs postgresql-15 sqlite3 e2fsprogs
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+# --- installation (idempotent, cached) -------------------------------------------------------------------------------
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMPS)/venv ## create/refresh the virtualenv with the project and dev tools
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the tests need (btrfs-progs, PostgreSQL 15 server, sqlite3)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+.PHONY: cluster-bins
+cluster-bins: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok and helm from Go modules (cached)
+	bash tests/cluster/build-binaries.sh "$(K8S_BIN)" >/dev/null
+
+# --- generated files --------------------------------------------------------------------------------------------------
+.PHONY: generate
+generate: venv ## regenerate every generated file (CRDs, chart CRDs, golden files)
+	$(BIN)/aitbc-operator crds
+
+# --- quality gates ----------------------------------------------------------------------------------------------------
+.PHONY: lint
+lint: venv ## ruff, mypy --strict, import-linter layer contracts, CRD drift
+	$(BIN)/ruff check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/aitbc-operator crds --check
+
+.PHONY: unit
+unit: venv ## fast unit tests only (no cluster, no PostgreSQL, no Btrfs)
+	$(BIN)/pytest -m "not cluster and not postgres and not btrfs" $(PYTEST_ARGS)
+
+.PHONY: test
+test: venv system-deps cluster-bins lint ## the whole suite, as CI runs it
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# --- demo -------------------------------------------------------------------------------------------------------------
+.PHONY: demo
+demo: venv system-deps cluster-bins ## local cluster + PostgreSQL + operator + samples, then their status
+	$(BIN)/python -m tests.cluster.demo up
+
+.PHONY: demo-down
+demo-down: venv ## stop the demo and remove its state
+	$(BIN)/python -m tests.cluster.demo down
+
+.PHONY: clean
+clean: ## remove the virtualenv and stamps (the binary cache in ~/.cache/aitbc-operator is kept)
+	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Pure functions: validated model -> manifest dicts. No I/O, no clock, no randomness."""

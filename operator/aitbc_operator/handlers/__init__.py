@@ -1,0 +1,1 @@
+"""Thin kopf handlers: parse the resource, call a service, return status. Importing this package registers them."""

@@ -1,0 +1,1 @@
+"""What the init container does on the chain volume; runs inside the pod (`aitbc-operator volume ...`)."""

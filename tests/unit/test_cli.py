@@ -1,0 +1,47 @@
+"""The installed console script works."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aitbc_operator import __version__
+
+SCRIPT = Path(sys.executable).parent / "aitbc-operator"
+
+
+@pytest.fixture(scope="module")
+def script() -> str:
+    path = shutil.which("aitbc-operator") or str(SCRIPT)
+    assert Path(path).exists(), "the console script is not installed (pip install -e .)"
+    return path
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([script, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_version(script: str) -> None:
+    result = run(script, "version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"aitbc-operator {__version__}"
+
+
+def test_run_help(script: str) -> None:
+    result = run(script, "run", "--help")
+    assert result.returncode == 0
+    assert "--namespace" in result.stdout
+
+
+def test_crds_check(script: str) -> None:
+    result = run(script, "crds", "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "up to date" in result.stdout
+
+
+def test_unknown_command_fails(script: str) -> None:
+    assert run(script, "frobnicate").returncode == 2
