@@ -1,0 +1,116 @@
+"""The operator's errors, with retry meaning: temporary ones are retried after a delay, permanent ones are not.
+
+Layers that talk to the outside world (k8s/, postgres/) convert their library's exceptions into these once;
+handlers map them to conditions (reason + message) and to kopf's TemporaryError/PermanentError.
+"""
+
+from __future__ import annotations
+
+
+class OperatorError(Exception):
+    """Base class. `reason` is the CamelCase condition reason shown to users."""
+
+    reason = "Error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        """The human-readable message (never contains a secret)."""
+        return str(self)
+
+
+class TemporaryError(OperatorError):
+    """Retry later: the world may fix itself (server down, object not there yet, conflict)."""
+
+    reason = "Temporary"
+    delay: float = 30.0
+
+    def __init__(self, message: str, *, reason: str | None = None, delay: float | None = None) -> None:
+        super().__init__(message, reason=reason)
+        if delay is not None:
+            self.delay = delay
+
+
+class PermanentError(OperatorError):
+    """Retrying will not help until the spec (or the world, by a human) changes."""
+
+    reason = "Permanent"
+
+
+# --- Kubernetes API ---
+
+
+class ApiUnavailable(TemporaryError):
+    """The Kubernetes API could not be reached or answered 5xx/429."""
+
+    reason = "ApiUnavailable"
+    delay = 10.0
+
+
+class ApiConflict(TemporaryError):
+    """An optimistic-concurrency conflict (409); re-read and retry soon."""
+
+    reason = "Conflict"
+    delay = 1.0
+
+
+class NotFound(TemporaryError):
+    """A referenced object does not exist (yet)."""
+
+    reason = "NotFound"
+    delay = 15.0
+
+
+class Forbidden(PermanentError):
+    """RBAC refused a call (403): the operator's role lacks a rule."""
+
+    reason = "Forbidden"
+
+
+class Invalid(PermanentError):
+    """The apiserver rejected an object we built (422)."""
+
+    reason = "Invalid"
+
+
+# --- specs ---
+
+
+class InvalidSpec(PermanentError):
+    """The resource's spec is not acceptable (the operator's own check, behind the CRD's)."""
+
+    reason = "InvalidSpec"
+
+
+# --- PostgreSQL ---
+
+
+class ServerUnreachable(TemporaryError):
+    """The PostgreSQL server could not be reached."""
+
+    reason = "ServerUnreachable"
+    delay = 15.0
+
+
+class AuthenticationFailed(TemporaryError):
+    """The admin credentials were refused (a human must fix the admin Secret; retried slowly)."""
+
+    reason = "AuthenticationFailed"
+    delay = 60.0
+
+
+class InsufficientPrivilege(TemporaryError):
+    """The admin role lacks a privilege (CREATEROLE, CREATEDB, membership); retried slowly."""
+
+    reason = "InsufficientPrivilege"
+    delay = 60.0
+
+
+class NameConflict(PermanentError):
+    """The database or role is already used by something else (another AitbcDatabase, or not ours)."""
+
+    reason = "NameConflict"
