@@ -1,0 +1,220 @@
+"""The only code that calls the Kubernetes API.
+
+A thin, typed layer over the official client's transport (configuration, auth, TLS): objects are plain dicts,
+writes are server-side apply with one field manager, and every `ApiException` is converted once into the
+operator's errors (see errors.py). Calls run in a thread so kopf's event loop is never blocked.
+Writes that would change nothing are skipped (`apply_if_changed`, `patch_status`), so a steady cluster sees no writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from .. import errors
+from .diff import is_subset
+from .resources import SECRET, Kind, kind_of
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "aitbc-operator"
+Obj = dict[str, Any]
+
+
+def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
+    """An ApiClient from in-cluster config, else from the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    configuration = k8s_client.Configuration()
+    if kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            return k8s_client.ApiClient(configuration)
+        except k8s_config.ConfigException:
+            pass
+    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return k8s_client.ApiClient(configuration)
+
+
+def _convert(exc: ApiException, what: str) -> errors.OperatorError:
+    detail = ""
+    try:
+        body = json.loads(exc.body or "{}")
+        detail = body.get("message", "")
+    except (ValueError, TypeError):
+        detail = str(exc.reason or "")
+    message = f"{what}: {detail or exc.reason} (HTTP {exc.status})"
+    status = exc.status or 0
+    if status == 404:
+        return errors.NotFound(message)
+    if status == 409:
+        return errors.ApiConflict(message)
+    if status == 403:
+        return errors.Forbidden(message)
+    if status in (400, 422):
+        return errors.Invalid(message)
+    return errors.ApiUnavailable(message)
+
+
+class Kube:
+    """Async facade over the Kubernetes API. Made once at startup (kopf memo), closed at cleanup."""
+
+    def __init__(self, api_client: k8s_client.ApiClient, *, request_timeout: float = 30.0) -> None:
+        self._api = api_client
+        self._timeout = request_timeout
+        #: Requests made, by HTTP verb: tests and benchmarks assert on writes.
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def writes(self) -> int:
+        """Number of write requests (POST/PUT/PATCH/DELETE) made so far."""
+        return sum(n for verb, n in self.calls.items() if verb != "GET")
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._api.close()
+
+    # --- transport ----------------------------------------------------------------------------------------------------
+
+    def _request_sync(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        method_, url, header_params, body_, post = self._api.param_serialize(
+            method=method, resource_path=path, query_params=query or [], header_params=headers, body=body,
+            auth_settings=["BearerToken"],
+        )
+        self.calls[method] += 1
+        try:
+            response = self._api.call_api(
+                method_, url, header_params=header_params, body=body_, post_params=post, _request_timeout=self._timeout
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise errors.ApiUnavailable(f"{method} {path}: {exc}") from exc
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise _convert(ApiException(http_resp=response), f"{method} {path}")
+        return json.loads(data) if data else None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        """One API request, off the event loop; raises the operator's errors."""
+        return await asyncio.to_thread(
+            self._request_sync, method, path, query=query, body=body, content_type=content_type
+        )
+
+    # --- reads --------------------------------------------------------------------------------------------------------
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it does not exist."""
+        try:
+            obj: Obj = await self.request("GET", kind.path(namespace, name))
+        except errors.NotFound:
+            return None
+        return obj
+
+    async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None) -> list[Obj]:
+        """Objects of a kind in a namespace (or all namespaces), optionally filtered by labels."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        path = kind.path(namespace) if namespace else kind.cluster_path()
+        result: Obj = await self.request("GET", path, query=query)
+        items: list[Obj] = result.get("items", [])
+        return items
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, base64-decoded to text (None when missing)."""
+        secret = await self.get(SECRET, namespace, name)
+        if secret is None:
+            return None
+        return decode_secret_data(secret)
+
+    # --- writes -------------------------------------------------------------------------------------------------------
+
+    async def apply(self, obj: Obj, *, force: bool = True) -> Obj:
+        """Server-side apply of a full manifest with the operator's field manager."""
+        kind = kind_of(obj)
+        meta = obj["metadata"]
+        query = [("fieldManager", FIELD_MANAGER)]
+        if force:
+            query.append(("force", "true"))
+        result: Obj = await self.request(
+            "PATCH", kind.path(meta["namespace"], meta["name"]), query=query, body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    async def apply_if_changed(self, obj: Obj, live: Obj | None) -> tuple[Obj, bool]:
+        """Apply unless the live object already holds every desired field; returns (object, whether written)."""
+        if live is not None and is_subset(obj, live):
+            return live, False
+        return await self.apply(obj), True
+
+    async def merge_patch(
+        self, kind: Kind, namespace: str, name: str, patch: Obj, *, subresource: str | None = None
+    ) -> Obj:
+        """A JSON merge patch (e.g. metadata annotations, or the status subresource)."""
+        result: Obj = await self.request(
+            "PATCH", kind.path(namespace, name, subresource), body=patch, content_type="application/merge-patch+json"
+        )
+        return result
+
+    async def patch_status(self, kind: Kind, obj: Mapping[str, Any], status: Obj) -> bool:
+        """Write `status` (merge patch on the status subresource) unless it equals the current one; returns written."""
+        current = obj.get("status") or {}
+        if is_subset(status, current) and is_subset(current, status, ignore_extra_in_desired=True):
+            return False
+        patch: Obj = {"status": _nulls_for_removed(current, status)}
+        meta = obj["metadata"]
+        await self.merge_patch(kind, meta["namespace"], meta["name"], patch, subresource="status")
+        return True
+
+    async def delete(self, kind: Kind, namespace: str, name: str, *, propagation: str = "Background") -> bool:
+        """Delete an object; False when it was already gone."""
+        try:
+            await self.request(
+                "DELETE", kind.path(namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+                content_type="application/json",
+            )
+        except errors.NotFound:
+            return False
+        return True
+
+
+def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's `data` decoded from base64 (undecodable bytes replaced), plus `stringData` if present."""
+    out = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+    out.update(secret.get("stringData") or {})
+    return out
+
+
+def _nulls_for_removed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Obj:
+    """Merge-patch body: desired, plus explicit nulls for top-level keys that must disappear."""
+    patch: Obj = dict(desired)
+    for key in current:
+        if key not in desired:
+            patch[key] = None
+    return patch
