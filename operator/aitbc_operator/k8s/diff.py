@@ -31,7 +31,7 @@ def is_subset(desired: Any, live: Any, *, ignore_extra_in_desired: bool = False)
             is_subset(d, v, ignore_extra_in_desired=ignore_extra_in_desired) for d, v in zip(desired, live, strict=True)
         )
     if isinstance(desired, bool) or isinstance(live, bool):
-        return desired is live or desired == live
+        return isinstance(desired, bool) and isinstance(live, bool) and desired == live
     number_vs_text = isinstance(desired, int | float) and isinstance(live, str)
     text_vs_number = isinstance(desired, str) and isinstance(live, int | float)
     if number_vs_text or text_vs_number:
