@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import kopf
 
+from . import metrics
 from . import settings as settings_mod
+from .k8s.client import Kube, load_api_client
+from .k8s.lease import LeaderLock
+
+log = logging.getLogger(__name__)
 
 FINALIZER = "aitbc.io/finalizer"
-PEERING_NAME = "aitbc-operator"
-FIELD_MANAGER = "aitbc-operator"
 
 
 def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> None:
@@ -21,16 +25,17 @@ def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> No
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="aitbc.io", key="last-handled-configuration"
     )
+    # Streams are re-established by the server at least this often, and a silent stream is noticed by the client.
     settings.watching.server_timeout = int(cfg.watch_server_timeout)
     settings.watching.client_timeout = int(cfg.watch_client_timeout)
     settings.watching.connect_timeout = 30
-    settings.batching.worker_limit = cfg.max_workers
-    settings.posting.level = logging.INFO
-    settings.posting.enabled = True
-    settings.peering.name = PEERING_NAME
-    settings.peering.mandatory = False
     settings.networking.request_timeout = 60
+    settings.batching.worker_limit = cfg.max_workers
     settings.execution.max_workers = cfg.max_workers
+    settings.posting.enabled = True
+    settings.posting.level = logging.INFO
+    # HA is a Lease taken before kopf starts (see run()); kopf's own peering is not used.
+    settings.peering.standalone = True
 
 
 @kopf.on.startup()
@@ -38,22 +43,65 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     cfg = settings_mod.load()
     configure(settings, cfg)
     memo["settings"] = cfg
+    memo["kube"] = Kube(load_api_client())
+    memo["locks"] = {}
+
+
+@kopf.on.cleanup()
+async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    pool = memo.get("pg")
+    if pool is not None:
+        await pool.aclose()
+    kube = memo.get("kube")
+    if kube is not None:
+        kube.close()
+
+
+@kopf.on.probe(id="kube")
+def _probe_kube(memo: kopf.Memo, **_: Any) -> str:
+    kube: Kube | None = memo.get("kube")
+    return "ok" if kube is not None else "starting"
 
 
 def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: bool = False) -> int:
-    """Run the operator until it is stopped (SIGINT/SIGTERM); returns the exit code."""
+    """Run the operator until it is stopped (SIGINT/SIGTERM) or loses leadership; returns the exit code."""
     from . import handlers  # noqa: F401  (registers the handlers)
 
-    cfg = settings_mod.load()
-    watched = namespaces or cfg.namespaces
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    kopf.configure(verbose=verbose)
-    kopf.run(
-        standalone=standalone,
-        clusterwide=not watched,
-        namespaces=watched,
-        liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
-    )
+    cfg = settings_mod.load()
+    watched = namespaces or cfg.namespaces
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
+    stop = threading.Event()
+    lost = threading.Event()
+    lock: LeaderLock | None = None
+    if cfg.leader_election and not standalone:
+        lock = LeaderLock(
+            Kube(load_api_client()), cfg.leader_election_namespace, cfg.leader_election_name, cfg.identity
+        )
+        log.info("waiting for the leader lease %s/%s", cfg.leader_election_namespace, cfg.leader_election_name)
+        if not lock.acquire():
+            return 1
+
+        def on_lost() -> None:
+            lost.set()
+            stop.set()
+
+        lock.keep(on_lost)
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not watched,
+            namespaces=watched,
+            liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
+            stop_flag=stop,
+        )
+    finally:
+        if lock is not None and not lost.is_set():
+            lock.release()
+    if lost.is_set():
+        log.error("leadership lost: exiting so that this replica restarts as a follower")
+        return 2
     return 0

@@ -44,6 +44,13 @@ class Settings:
     health_port: int = 8080
     #: Port of the Prometheus metrics endpoint (0 disables it).
     metrics_port: int = 9090
+    #: Hold a Lease before reconciling, so that of several replicas only one acts.
+    leader_election: bool = True
+    #: Namespace and name of that Lease (the operator's own namespace, from the downward API).
+    leader_election_namespace: str = "aitbc-system"
+    leader_election_name: str = "aitbc-operator-leader"
+    #: This replica's identity in the Lease (the pod name).
+    identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "aitbc-operator"))
 
 
 def load() -> Settings:
@@ -59,4 +66,8 @@ def load() -> Settings:
         max_workers=int(_env_float("AITBC_MAX_WORKERS", default.max_workers)),
         health_port=int(_env_float("AITBC_HEALTH_PORT", default.health_port)),
         metrics_port=int(_env_float("AITBC_METRICS_PORT", default.metrics_port)),
+        leader_election=os.environ.get("AITBC_LEADER_ELECTION", "true").lower() not in ("0", "false", "no"),
+        leader_election_namespace=os.environ.get("POD_NAMESPACE", default.leader_election_namespace),
+        leader_election_name=os.environ.get("AITBC_LEADER_ELECTION_NAME", default.leader_election_name),
+        identity=os.environ.get("POD_NAME") or default.identity,
     )

@@ -84,7 +84,7 @@ class Kube:
 
     # --- transport ----------------------------------------------------------------------------------------------------
 
-    def _request_sync(
+    def request_sync(
         self,
         method: str,
         path: str,
@@ -93,6 +93,7 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
     ) -> Any:
+        """One API request, blocking; raises the operator's errors. (Async code uses `request`.)"""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -123,7 +124,7 @@ class Kube:
     ) -> Any:
         """One API request, off the event loop; raises the operator's errors."""
         return await asyncio.to_thread(
-            self._request_sync, method, path, query=query, body=body, content_type=content_type
+            self.request_sync, method, path, query=query, body=body, content_type=content_type
         )
 
     # --- reads --------------------------------------------------------------------------------------------------------
