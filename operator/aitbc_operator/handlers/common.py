@@ -1,0 +1,73 @@
+"""What every handler shares: per-object locks, error translation for kopf, status writing, events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import kopf
+
+from .. import conditions, errors, metrics
+from ..k8s.client import Kube
+from ..k8s.resources import Kind
+from ..models.base import Condition
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    """The clock, in one place (second precision: what the apiserver keeps)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str, name: str) -> asyncio.Lock:
+    """One lock per object: the create/update handler, the timer and child watchers never reconcile it at once."""
+    locks: dict[tuple[str, str, str], asyncio.Lock] = memo.setdefault("locks", {})
+    return locks.setdefault((kind, namespace, name), asyncio.Lock())
+
+
+def to_kopf(exc: errors.OperatorError) -> Exception:
+    """The kopf exception that carries the same retry meaning."""
+    if isinstance(exc, errors.TemporaryError):
+        return kopf.TemporaryError(exc.message, delay=exc.delay)
+    return kopf.PermanentError(exc.message)
+
+
+async def guarded(kind: str, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a reconcile with metrics; translate the operator's errors into kopf's (after the caller wrote status)."""
+    try:
+        with metrics.observe_reconcile(kind):
+            return await fn()
+    except errors.OperatorError as exc:
+        raise to_kopf(exc) from exc
+
+
+def failure_conditions(
+    existing: list[Condition], exc: errors.OperatorError, *, generation: int | None, at: datetime
+) -> list[Condition]:
+    """Ready=False, Degraded=True (Progressing=True while retrying a temporary error) with the error's reason."""
+    temporary = isinstance(exc, errors.TemporaryError)
+    return conditions.summary(
+        existing, ready=False, progressing=temporary, degraded=True, reason=exc.reason, message=exc.message,
+        now=at, generation=generation,
+    )
+
+
+async def write_status(kube: Kube, kind: Kind, body: Mapping[str, Any], status: dict[str, Any]) -> bool:
+    """Patch status only when it differs from what the object already has."""
+    written = await kube.patch_status(kind, body, status)
+    if written:
+        metrics.KUBE_WRITES.labels("PATCH").inc()
+    return written
+
+
+def event(body: kopf.Body, reason: str, message: str, *, warning: bool = False) -> None:
+    """Post a Kubernetes Event on the object (kopf posts it asynchronously). Never pass secrets here."""
+    if warning:
+        kopf.warn(body, reason=reason, message=message)
+    else:
+        kopf.info(body, reason=reason, message=message)
