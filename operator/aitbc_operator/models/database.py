@@ -238,6 +238,9 @@ class AitbcDatabaseStatus(Status):
     """The PostgreSQL login role managed."""
     secret_name: str | None = None
     """The connection Secret written for applications."""
+    server: str | None = None
+    """The server the database lives on, as host:port of the admin connection (used to detect two resources
+    claiming the same database or role on one server)."""
     database_size_bytes: int | None = None
     """Size of the database (pg_database_size) at the last reconcile."""
     last_rotation_time: datetime | None = None
