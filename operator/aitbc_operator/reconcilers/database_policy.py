@@ -1,0 +1,140 @@
+"""Pure decisions for AitbcDatabase: when to rotate the password, and who owns a database/role name on a server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from ..models.base import parse_duration
+from ..models.database import AitbcDatabaseSpec, AitbcDatabaseStatus
+
+#: Annotation whose change rotates the password now (same effect as changing spec.password.rotationToken).
+ROTATE_ANNOTATION = "aitbc.io/rotate-password"
+#: Annotation that lets a finalizer go without dropping anything (e.g. when the server is gone for good).
+RELEASE_ANNOTATION = "aitbc.io/release-without-drop"
+
+
+class Rotation(StrEnum):
+    """Why a new password is generated."""
+
+    INITIAL = "initial"
+    TOKEN = "token"  # noqa: S105 (a trigger name, not a password)
+    SCHEDULE = "schedule"
+
+
+def rotation_token(spec: AitbcDatabaseSpec, annotations: Mapping[str, str]) -> str:
+    """The combined on-demand rotation token (spec field and annotation): a change of either rotates."""
+    return f"{spec.password.rotation_token or ''}|{annotations.get(ROTATE_ANNOTATION, '')}"
+
+
+def rotation_due(
+    spec: AitbcDatabaseSpec,
+    status: AitbcDatabaseStatus,
+    annotations: Mapping[str, str],
+    *,
+    have_password: bool,
+    now: datetime,
+) -> Rotation | None:
+    """Whether to generate a new password, and why; None keeps the current one."""
+    if not have_password:
+        return Rotation.INITIAL
+    if status.observed_rotation_token is not None and status.observed_rotation_token != rotation_token(
+        spec, annotations
+    ):
+        return Rotation.TOKEN
+    if spec.password.rotation_period and status.last_rotation_time is not None:
+        period = timedelta(seconds=parse_duration(spec.password.rotation_period))
+        if now - status.last_rotation_time >= period:
+            return Rotation.SCHEDULE
+    return None
+
+
+def next_rotation_in(spec: AitbcDatabaseSpec, status: AitbcDatabaseStatus, *, now: datetime) -> float | None:
+    """Seconds until the scheduled rotation (None: no schedule)."""
+    if not spec.password.rotation_period or status.last_rotation_time is None:
+        return None
+    period = timedelta(seconds=parse_duration(spec.password.rotation_period))
+    return max(0.0, (status.last_rotation_time + period - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one AitbcDatabase claims on a server."""
+
+    uid: str
+    namespace: str
+    name: str
+    server: str | None
+    admin_secret: tuple[str, str]
+    database: str
+    role: str
+    created: str
+    deleting: bool
+
+    @property
+    def ref(self) -> str:
+        """namespace/name, for messages."""
+        return f"{self.namespace}/{self.name}"
+
+
+def claim_of(obj: Mapping[str, Any]) -> Claim | None:
+    """The claim of an AitbcDatabase object (None when its spec is not valid: it claims nothing)."""
+    meta = obj.get("metadata", {})
+    try:
+        spec = AitbcDatabaseSpec.model_validate(obj.get("spec", {}))
+    except ValueError:
+        return None
+    status = AitbcDatabaseStatus.model_validate(obj.get("status") or {})
+    return Claim(
+        uid=meta.get("uid", ""),
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        server=status.server,
+        admin_secret=(meta.get("namespace", ""), spec.server.admin_secret_ref.name),
+        database=status.database_name or spec.effective_database_name,
+        role=status.role_name or spec.effective_role_name,
+        created=meta.get("creationTimestamp", ""),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def _same_server(a: Claim, b: Claim, server: str) -> bool:
+    """Same server: by recorded host:port, or (before any status) by the same admin Secret."""
+    return b.server == server or (b.server is None and a.admin_secret == b.admin_secret)
+
+
+def _overlap(a: Claim, b: Claim) -> list[str]:
+    found = []
+    if a.database == b.database:
+        found.append(f"database {a.database}")
+    if a.role == b.role:
+        found.append(f"role {a.role}")
+    return found
+
+
+def conflicting_owner(me: Claim, others: Iterable[Claim], *, server: str) -> str | None:
+    """A message when an older AitbcDatabase already claims our database or role on this server, else None.
+
+    Older means created first (ties broken by uid), so of two racing resources exactly one wins.
+    """
+    for other in sorted(others, key=lambda c: (c.created, c.uid)):
+        if other.uid == me.uid or not _same_server(me, other, server):
+            continue
+        if (other.created, other.uid) >= (me.created, me.uid):
+            continue
+        clash = _overlap(me, other)
+        if clash:
+            return f"{' and '.join(clash)} on {server} already belong to AitbcDatabase {other.ref}"
+    return None
+
+
+def users_blocking_drop(me: Claim, others: Iterable[Claim], *, server: str) -> list[str]:
+    """Other AitbcDatabases (not being deleted) that use our database or role: dropping is refused while any exist."""
+    return sorted(
+        f"{other.ref} ({' and '.join(_overlap(me, other))})"
+        for other in others
+        if other.uid != me.uid and not other.deleting and _same_server(me, other, server) and _overlap(me, other)
+    )
