@@ -1,1 +1,52 @@
-"""Everything that talks SQL to a PostgreSQL server (psycopg 3; identifiers and literals via psycopg.sql)."""
+"""Everything that talks SQL to a PostgreSQL server (psycopg 3; identifiers and literals via psycopg.sql).
+
+The API the handlers use::
+
+    pool = ServerPool()                                   # once, at operator startup (kopf memo); pool.aclose()
+    info = parse_admin_secret(secret_data, sslmode=..., ca_path=...)
+    desired = DesiredDatabase.from_spec(spec, namespace=ns, name=name)
+    result = await reconcile(pool, info, desired, password=pw, rotate=False, previously_created=True)
+    steps = await drop(pool, info, desired)
+"""
+
+from .conninfo import AdminConnInfo, parse_admin_secret, write_ca_file
+from .manager import (
+    LoginCheck,
+    ReconcileResult,
+    apply,
+    check_login,
+    database_size,
+    drop,
+    observe,
+    reconcile,
+    server_version,
+)
+from .plan import Action, DesiredDatabase, PasswordAction, ServerState, Step, plan, plan_drop
+from .pool import ServerPool, Session, StatementStats
+from .scram import scram_sha256_verifier
+
+__all__ = [
+    "Action",
+    "AdminConnInfo",
+    "DesiredDatabase",
+    "LoginCheck",
+    "PasswordAction",
+    "ReconcileResult",
+    "ServerPool",
+    "ServerState",
+    "Session",
+    "StatementStats",
+    "Step",
+    "apply",
+    "check_login",
+    "database_size",
+    "drop",
+    "observe",
+    "parse_admin_secret",
+    "plan",
+    "plan_drop",
+    "reconcile",
+    "scram_sha256_verifier",
+    "server_version",
+    "write_ca_file",
+]

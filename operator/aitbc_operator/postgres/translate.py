@@ -1,0 +1,64 @@
+"""psycopg exceptions -> the operator's errors (errors.py). The only place that looks at SQLSTATEs.
+
+Messages are built from the server's primary message and our own context, never from the connection string, so they
+cannot carry a password.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from ..errors import (
+    AuthenticationFailed,
+    InsufficientPrivilege,
+    InvalidSpec,
+    NameConflict,
+    OperatorError,
+    ServerUnreachable,
+    TemporaryError,
+)
+
+#: SQLSTATE classes / codes and what they mean for the operator.
+_AUTH = {"28P01", "28000"}  # invalid_password, invalid_authorization_specification
+_PRIVILEGE = {"42501"}  # insufficient_privilege
+_CONFLICT = {"42710", "42P04", "2BP01"}  # duplicate_object, duplicate_database, dependent_objects_still_exist
+_UNREACHABLE = {"57P01", "57P02", "57P03", "53300", "53000"}  # shutdowns, cannot_connect_now, too_many_connections
+
+
+def _server_message(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    message = diag.message_primary or ""
+    if diag.message_detail:
+        message += f" ({diag.message_detail})"
+    return message
+
+
+def translate_connect_error(exc: psycopg.Error, where: str) -> OperatorError:
+    """An error raised while connecting to ``where`` (``user@host:port/db``)."""
+    state = exc.sqlstate or ""
+    if state in _AUTH:
+        return AuthenticationFailed(f"{where}: authentication failed: {_server_message(exc)}")
+    if state == "3D000":
+        return InvalidSpec(f"{where}: database does not exist: {_server_message(exc)}")
+    # No SQLSTATE: refused, DNS, timeout, TLS. libpq's text names host and port only, never the password.
+    detail = _server_message(exc) or _first_line(str(exc))
+    return ServerUnreachable(f"{where}: cannot connect: {detail}")
+
+
+def translate(exc: psycopg.Error, doing: str) -> OperatorError:
+    """An error raised by a statement; ``doing`` says what we tried (e.g. 'create role "aitbc_mempool"')."""
+    state = exc.sqlstate or ""
+    message = f"{doing}: {_server_message(exc) or _first_line(str(exc))}"
+    if (isinstance(exc, psycopg.OperationalError) and not state) or state in _UNREACHABLE or state.startswith("08"):
+        return ServerUnreachable(message)
+    if state in _PRIVILEGE:
+        return InsufficientPrivilege(message)
+    if state in _CONFLICT:
+        return NameConflict(message)
+    if state.startswith("55") or state.startswith("40"):  # object in use, lock not available, serialization
+        return TemporaryError(message, reason="ServerBusy", delay=10.0)
+    return TemporaryError(message, reason="DatabaseError", delay=30.0)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
