@@ -10,7 +10,7 @@ One place for the layout the runbook describes (``<DATA_DIR>/data/<chain>/chain.
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import PurePath, PurePosixPath
 
 from sqlalchemy.engine import URL
 
@@ -31,7 +31,7 @@ CHAIN_ID_MAX_LENGTH = 63
 
 _CHAIN_ID = re.compile(DNS_LABEL_PATTERN)
 
-PathLike = str | PurePosixPath
+PathLike = str | PurePath
 
 
 def validate_chain_id(chain: str) -> str:
