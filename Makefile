@@ -51,6 +51,7 @@ cluster-bins: ## build kube-apiserver, controller-manager, scheduler, kubectl, e
 .PHONY: generate
 generate: venv ## regenerate every generated file (CRDs, chart CRDs, golden files)
 	$(BIN)/aitbc-operator crds
+	$(BIN)/python -m tests.golden.regen
 
 # --- quality gates ----------------------------------------------------------------------------------------------------
 .PHONY: lint

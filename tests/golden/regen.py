@@ -1,0 +1,96 @@
+"""Render and regenerate the golden files of the AitbcNode builders.
+
+Each ``tests/golden/node/<case>/input.yaml`` holds an AitbcNode and, optionally, the Secret of the AitbcDatabase its
+``mempool.databaseRef`` names. The expected children are written next to it, one YAML file per object.
+``python -m tests.golden.regen`` rewrites them (``make generate`` runs it); review the diff, then commit.
+``tests/unit/test_node_golden.py`` fails when a builder's output and the files differ.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aitbc_operator.builders.node import MempoolDatabase, config_hash, node_children, node_environment
+from aitbc_operator.models.node import AitbcNodeSpec
+
+GOLDEN_DIR = Path(__file__).parent
+NODE_CASES_DIR = GOLDEN_DIR / "node"
+INPUT_FILE = "input.yaml"
+#: The operator image of the golden cases (in the operator it comes from settings.operator_image).
+OPERATOR_IMAGE = "ghcr.io/aitbc/aitbc-operator:0.1.0"
+#: The node pod incarnation the golden RPC follows (in the operator, the rollout decides it).
+NODE_RESTART_MARKER = "6f1c2d3e-0000-4000-8000-000000000001/0"
+
+
+def node_cases() -> list[Path]:
+    """The case directories, sorted."""
+    return sorted(p for p in NODE_CASES_DIR.iterdir() if (p / INPUT_FILE).is_file())
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=120)
+
+
+def render_node_case(case_dir: Path) -> dict[str, str]:
+    """File name -> expected YAML text for one case."""
+    docs = [d for d in yaml.safe_load_all((case_dir / INPUT_FILE).read_text()) if d]
+    owner = next(d for d in docs if d["kind"] == "AitbcNode")
+    secrets = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "Secret"}
+    spec = AitbcNodeSpec.model_validate(owner["spec"])
+    mempool = None
+    if spec.mempool.database_ref is not None:
+        if len(secrets) != 1:
+            raise ValueError(f"{case_dir}: a mempool.databaseRef case needs exactly one Secret document")
+        mempool = MempoolDatabase(secret_name=next(iter(secrets)))
+    digest = config_hash(spec, node_environment(spec), secrets, mempool=mempool)
+    children = node_children(
+        owner, spec, node_hash=digest, rpc_hash=digest, node_restart_marker=NODE_RESTART_MARKER,
+        operator_image=OPERATOR_IMAGE, mempool=mempool,
+    )
+    files = {
+        "configmap-node.yaml": children.node_configmap,
+        "configmap-rpc.yaml": children.rpc_configmap,
+        "statefulset-node.yaml": children.statefulset,
+        "service-node.yaml": children.node_service,
+        "deployment-rpc.yaml": children.deployment,
+        "service-rpc.yaml": children.rpc_service,
+    }
+    if children.pvc is not None:
+        files["pvc-data.yaml"] = children.pvc
+    return {name: _dump(obj) for name, obj in files.items()}
+
+
+def stale_files(case_dir: Path) -> list[str]:
+    """Names of expected files that are missing, differ, or should not be there."""
+    expected = render_node_case(case_dir)
+    present = {p.name for p in case_dir.glob("*.yaml")} - {INPUT_FILE}
+    stale = [n for n, text in expected.items() if not (case_dir / n).is_file() or (case_dir / n).read_text() != text]
+    return sorted(stale + sorted(present - set(expected)))
+
+
+def regenerate() -> int:
+    """Rewrite every case's expected files; returns how many files changed."""
+    changed = 0
+    for case_dir in node_cases():
+        expected = render_node_case(case_dir)
+        for path in case_dir.glob("*.yaml"):
+            if path.name != INPUT_FILE and path.name not in expected:
+                path.unlink()
+                changed += 1
+                print(f"removed {path}")
+        for name, text in expected.items():
+            path = case_dir / name
+            if not path.is_file() or path.read_text() != text:
+                path.write_text(text)
+                changed += 1
+                print(f"wrote {path}")
+    return changed
+
+
+if __name__ == "__main__":
+    regenerate()
+    sys.exit(0)
