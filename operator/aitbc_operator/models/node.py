@@ -36,8 +36,8 @@ class EnvVar(Spec):
 
     name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)
     """Variable name."""
-    value: str | None = None
-    """Literal value."""
+    value: str | None = Field(default=None, max_length=8192)
+    """Literal value (at most 8 KiB: bounds the cost of the CEL rule on it, which the apiserver checks)."""
     value_from: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
