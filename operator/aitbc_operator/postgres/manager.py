@@ -30,6 +30,7 @@ from .plan import (
 from .pool import ServerPool, Session
 from .scram import scram_sha256_verifier
 from .statements import DATABASE_SIZE, OBSERVE, SERVER_VERSION, statement
+from .translate import password_rejected, translate_connect_error
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,9 @@ async def check_login(pool: ServerPool, info: AdminConnInfo, role: str, password
     try:
         conn = await psycopg.AsyncConnection.connect(**info.as_role(role, password, dbname).connect_kwargs())
     except psycopg.OperationalError as exc:
-        if exc.sqlstate == "28P01":
+        if password_rejected(exc):
             return LoginCheck.REJECTED
-        log.info("could not check the password of role %s: %s", role, exc.diag.message_primary or "no detail")
+        log.info("could not check the password of role %s: %s", role, translate_connect_error(exc, role))
         return LoginCheck.UNKNOWN
     await conn.close()
     return LoginCheck.OK

@@ -6,6 +6,8 @@ cannot carry a password.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 
 from ..errors import (
@@ -33,15 +35,29 @@ def _server_message(exc: psycopg.Error) -> str:
     return message
 
 
+# libpq reports connection failures as text only (no SQLSTATE), so the server's FATAL message is matched. These are
+# PostgreSQL's English messages (lc_messages = C/en, the default for server logs and the wire); with another
+# language the failure is reported as ServerUnreachable and check_login answers "unknown" (never a needless reset).
+_PASSWORD_REJECTED = re.compile(r"FATAL:\s+password authentication failed for user")
+_AUTH_FAILED = re.compile(r"FATAL:\s+(\S+ authentication failed|no pg_hba\.conf entry"
+                          r"|role \".*\" is not permitted to log in|role \".*\" does not exist)")
+_NO_DATABASE = re.compile(r"FATAL:\s+database \".*\" does not exist")
+
+
+def password_rejected(exc: psycopg.Error) -> bool:
+    """Whether a connection failed because the server refused the password (SQLSTATE 28P01)."""
+    return exc.sqlstate == "28P01" or bool(_PASSWORD_REJECTED.search(str(exc)))
+
+
 def translate_connect_error(exc: psycopg.Error, where: str) -> OperatorError:
     """An error raised while connecting to ``where`` (``user@host:port/db``)."""
-    state = exc.sqlstate or ""
-    if state in _AUTH:
-        return AuthenticationFailed(f"{where}: authentication failed: {_server_message(exc)}")
-    if state == "3D000":
-        return InvalidSpec(f"{where}: database does not exist: {_server_message(exc)}")
-    # No SQLSTATE: refused, DNS, timeout, TLS. libpq's text names host and port only, never the password.
-    detail = _server_message(exc) or _first_line(str(exc))
+    text = str(exc)
+    detail = _server_message(exc) or _fatal_line(text)
+    if exc.sqlstate in _AUTH or _AUTH_FAILED.search(text):
+        return AuthenticationFailed(f"{where}: authentication failed: {detail}")
+    if exc.sqlstate == "3D000" or _NO_DATABASE.search(text):
+        return InvalidSpec(f"{where}: {detail}")
+    # Refused, DNS, timeout, TLS, shutting down, too many connections: libpq's text names host and port only.
     return ServerUnreachable(f"{where}: cannot connect: {detail}")
 
 
@@ -58,6 +74,14 @@ def translate(exc: psycopg.Error, doing: str) -> OperatorError:
     if state.startswith("55") or state.startswith("40"):  # object in use, lock not available, serialization
         return TemporaryError(message, reason="ServerBusy", delay=10.0)
     return TemporaryError(message, reason="DatabaseError", delay=30.0)
+
+
+def _fatal_line(text: str) -> str:
+    """The most telling line of libpq's connection error (the server's FATAL, or libpq's own reason)."""
+    for line in text.splitlines():
+        if "FATAL:" in line:
+            return line[line.index("FATAL:"):].replace("FATAL:  ", "FATAL: ").strip()
+    return _first_line(text)
 
 
 def _first_line(text: str) -> str:
