@@ -45,6 +45,31 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifests(args: argparse.Namespace) -> int:
+    """Write the generated packaging files (RBAC, chart CRDs, Argo CD health), or with --check print their diff."""
+    from .manifests import default_root, stale
+
+    root: Path = args.root or default_root()
+    changed = stale(root)
+    for rel, (current, generated) in changed.items():
+        if args.check:
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    current.splitlines(True), generated.splitlines(True), str(rel), f"{rel} (generated)"
+                )
+            )
+        else:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(generated)
+            print(f"wrote {rel}")
+    if args.check and changed:
+        print(f"\n{len(changed)} generated file(s) under {root} are stale: run `make generate`", file=sys.stderr)
+        return 1
+    if args.check:
+        print("generated packaging files are up to date")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the kopf operator (blocks until stopped)."""
     from .operator import run
@@ -81,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff when files are stale")
     crds.add_argument("-o", "--output-dir", type=Path, default=_default_crd_dir(), help="directory (default: crds/)")
     crds.set_defaults(func=cmd_crds)
+
+    manifests = sub.add_parser(
+        "manifests", help="write the generated packaging files (RBAC for kustomize and Helm, chart CRDs, Argo health)"
+    )
+    manifests.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff when files are stale")
+    manifests.add_argument("--root", type=Path, default=None, help="repository root (default: this checkout)")
+    manifests.set_defaults(func=cmd_manifests)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

@@ -1,0 +1,184 @@
+"""The operator's RBAC rules: the one source of truth for kustomize (deploy/base/rbac.yaml) and Helm.
+
+Pure data plus its renderings, written by `aitbc-operator manifests` and drift-checked by the tests.
+Least privilege: exact API groups, resources and verbs, no wildcards, each rule with the reason it exists.
+The roles are split so that a reader sees who needs what:
+
+- ``FRAMEWORK`` (ClusterRole): what kopf itself does: resource discovery, namespace watching, posting Events.
+  CRDs and namespaces are cluster-scoped, so it is always bound cluster-wide.
+- ``APPLICATION`` (ClusterRole): what the reconcilers read and write. Only namespaced resources, so it is bound either
+  cluster-wide (ClusterRoleBinding) or, when only some namespaces are watched, by a RoleBinding in each of them.
+- ``LEADER_ELECTION`` (Role in the operator's own namespace): the Lease that lets one replica of several reconcile.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from . import GROUP
+
+#: Verbs for objects the operator owns and converges with server-side apply (SSA creating an object needs `create`
+#: besides `patch`), and deletes when the spec no longer wants them (e.g. the RPC Service of a removed port).
+_OWNED = ("get", "list", "watch", "create", "patch", "delete")
+_READ = ("get", "list", "watch")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One PolicyRule, and why the operator needs it."""
+
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+    resource_names: tuple[str, ...] = ()
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The rule as it appears in a (Cluster)Role."""
+        rule: dict[str, Any] = {"apiGroups": list(self.api_groups), "resources": list(self.resources)}
+        if self.resource_names:
+            rule["resourceNames"] = list(self.resource_names)
+        rule["verbs"] = list(self.verbs)
+        return rule
+
+
+@dataclass(frozen=True)
+class Role:
+    """A ClusterRole (or, when `namespaced`, a Role in the operator's namespace) named `<prefix>-<suffix>`."""
+
+    suffix: str
+    description: str
+    rules: tuple[Rule, ...]
+    namespaced: bool = False
+
+    @property
+    def kind(self) -> str:
+        """Role or ClusterRole."""
+        return "Role" if self.namespaced else "ClusterRole"
+
+
+FRAMEWORK = Role(
+    suffix="framework",
+    description="What the kopf framework needs: resource discovery, namespace watching, Events.",
+    rules=(
+        Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), _READ,
+             "kopf: discover the served resources and notice when their CRDs appear, change or disappear."),
+        Rule(("",), ("namespaces",), ("list", "watch"),
+             "kopf: follow namespaces when watching cluster-wide or by namespace pattern."),
+        Rule(("",), ("events",), ("create", "patch"),
+             "kopf and the reconcilers: post Events about handler progress and errors on the custom resources."),
+    ),
+)
+
+APPLICATION = Role(
+    suffix="application",
+    description="What the AitbcDatabase and AitbcNode reconcilers read and write.",
+    rules=(
+        Rule((GROUP,), ("aitbcdatabases", "aitbcnodes"), ("get", "list", "watch", "patch"),
+             "The custom resources: watch them, add/remove the finalizer and kopf's progress annotations."),
+        Rule((GROUP,), ("aitbcdatabases/status", "aitbcnodes/status"), ("patch",),
+             "Their status subresource: observedGeneration, conditions, rollout, volume report."),
+        Rule((GROUP,), ("aitbcdatabases/finalizers", "aitbcnodes/finalizers"), ("update",),
+             "Set ownerReferences with blockOwnerDeletion on children (required where the"
+             " OwnerReferencesPermissionEnforcement admission plugin is enabled)."),
+        Rule(("",), ("secrets",), ("get", "list", "watch", "create", "patch"),
+             "Write the connection Secrets; read the admin and CA Secrets an AitbcDatabase references and the"
+             " connection Secret an AitbcNode's mempool uses. Never deleted: a Secret outlives its database (Retain)."),
+        Rule(("",), ("configmaps", "services", "persistentvolumeclaims"), _OWNED,
+             "An AitbcNode's environment ConfigMap, node and RPC Services and chain volume claim."),
+        Rule(("apps",), ("statefulsets", "deployments"), _OWNED,
+             "An AitbcNode's node StatefulSet and RPC Deployment (rollouts patch their pod templates)."),
+        Rule(("",), ("pods",), _READ,
+             "Read node and RPC pods: readiness, restarts and the init container's volume report (termination"
+             " message). Pods are never deleted; rollouts patch the pod templates."),
+    ),
+)
+
+#: The Lease the replicas compete for (settings.leader_election_name, AITBC_LEADER_ELECTION_NAME). Shared by every
+#: installation in a namespace, so two installations there cannot both reconcile.
+LEADER_LEASE = "aitbc-operator-leader"
+
+LEADER_ELECTION = Role(
+    suffix="leader-election",
+    description="The leader Lease in the operator's own namespace (k8s/lease.py): one replica of several reconciles.",
+    namespaced=True,
+    rules=(
+        Rule(("coordination.k8s.io",), ("leases",), ("create",),
+             "Create the leader Lease the first time (`create` cannot be limited to a name)."),
+        Rule(("coordination.k8s.io",), ("leases",), ("get", "update"),
+             "Read, take over and renew the leader Lease (optimistic concurrency with resourceVersion).",
+             resource_names=(LEADER_LEASE,)),
+    ),
+)
+
+ROLES = (FRAMEWORK, APPLICATION, LEADER_ELECTION)
+
+DEFAULT_PREFIX = "aitbc-operator"
+
+HEADER = "# Generated by `aitbc-operator manifests` from operator/aitbc_operator/rbac.py. Do not edit.\n"
+
+
+def rules_yaml(role: Role) -> str:
+    """The `rules:` block of a role with each rule's reason as a comment above it.
+
+    Each rule is dumped by the YAML library; only the comments (which YAML libraries cannot write) are added as text.
+    """
+    out = ["rules:\n"]
+    for rule in role.rules:
+        dumped = yaml.safe_dump([rule.to_manifest()], default_flow_style=None, sort_keys=False, width=1000)
+        out.extend(f"  # {line}\n" for line in textwrap.wrap(rule.why, 110))
+        out.extend(f"  {line}\n" for line in dumped.splitlines())
+    return "".join(out)
+
+
+LABELS = {"app.kubernetes.io/name": "aitbc-operator", "app.kubernetes.io/component": "rbac"}
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, width=1000)
+
+
+def kustomize_rbac(namespace: str = "aitbc-system", service_account: str = DEFAULT_PREFIX) -> str:
+    """deploy/base/rbac.yaml: every role and its binding to the operator's ServiceAccount (cluster-wide watching)."""
+    docs = []
+    for role in ROLES:
+        name = f"{DEFAULT_PREFIX}-{role.suffix}"
+        meta: dict[str, Any] = {"name": name, **({"namespace": namespace} if role.namespaced else {}), "labels": LABELS}
+        head = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": role.kind, "metadata": meta}
+        docs.append(f"# {role.description}\n" + _dump(head) + rules_yaml(role))
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding" if role.namespaced else "ClusterRoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role.kind, "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        }
+        docs.append(_dump(binding))
+    return HEADER + "---\n".join(docs)
+
+
+def helm_roles() -> str:
+    """charts/aitbc-operator/templates/rbac-roles.yaml: the same roles; names and labels from the chart's helpers.
+
+    The bindings are written by hand in the chart (they depend on values such as watchNamespaces).
+    """
+    docs = []
+    for role in ROLES:
+        namespace = "  namespace: {{ .Release.Namespace }}\n" if role.namespaced else ""
+        docs.append(
+            f"# {role.description}\n"
+            "apiVersion: rbac.authorization.k8s.io/v1\n"
+            f"kind: {role.kind}\n"
+            "metadata:\n"
+            f'  name: {{{{ include "aitbc-operator.fullname" . }}}}-{role.suffix}\n'
+            + namespace
+            + "  labels:\n"
+            '    {{- include "aitbc-operator.labels" . | nindent 4 }}\n'
+            "    app.kubernetes.io/component: rbac\n"
+            + rules_yaml(role)
+        )
+    return HEADER + "{{- if .Values.rbac.create }}\n" + "---\n".join(docs) + "{{- end }}\n"
