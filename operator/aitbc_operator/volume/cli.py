@@ -1,12 +1,211 @@
-"""`aitbc-operator volume` subcommands."""
+"""`aitbc-operator volume` subcommands: prepare, backup, check.
+
+Every flag falls back to an environment variable (the init container is configured through its env):
+
+  AITBC_DATA_DIR            --data-dir          default /var/lib/aitbc
+  AITBC_CHAINS              --chains            comma-separated chain ids (required)
+  AITBC_UID, AITBC_GID      --uid, --gid        owner of the chain data (default: leave owners alone)
+  AITBC_DISABLE_COW         --nocow/--no-nocow  set Btrfs NOCOW (default true)
+  AITBC_REQUIRE_NOCOW       --require-nocow     fail on filesystems without NOCOW (default false)
+  AITBC_JOURNAL_MODE        --journal-mode      wal (default) or keep
+  AITBC_INTEGRITY_CHECK     --integrity-check   quick, full or off (prepare: quick, check: full)
+  AITBC_TERMINATION_LOG     --termination-log   default /dev/termination-log (skipped when not writable)
+  AITBC_BACKUP_KEEP         --keep              backups kept per chain (default 7)
+
+Reports are one line of JSON on stdout; a human summary goes to stderr. Exit status 0 when everything is fine,
+1 when something failed (corruption, NOCOW required but impossible, a copy that failed), 2 for bad input.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+from .. import chainpaths
+from ..models.volume_report import VolumeReport
+from . import db as sq
+from .backup import DEFAULT_KEEP, BackupOptions, backup
+from .check import CheckOptions, check
+from .prepare import PrepareOptions, prepare
+from .report import DEFAULT_TERMINATION_LOG, render, write_termination_message
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class UsageError(Exception):
+    """A flag or environment variable has an invalid value."""
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean environment variable (true/false, yes/no, on/off, 1/0)."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f"{name}={raw!r}: expected true or false")
+
+
+def env_int(env: Mapping[str, str], name: str) -> int | None:
+    """A non-negative integer environment variable, or None when unset or empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise UsageError(f"{name}={raw!r}: expected a non-negative integer")
+    return int(raw)
+
+
+def _pick(flag: Any, env: Mapping[str, str], name: str, default: Any) -> Any:
+    return flag if flag is not None else env.get(name) or default
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UsageError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _data_dir(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
+    path = Path(_pick(args.data_dir, env, "AITBC_DATA_DIR", chainpaths.DEFAULT_DATA_DIR))
+    if not path.is_absolute():
+        raise UsageError(f"data dir {str(path)!r} must be an absolute path")
+    return path
+
+
+def _chains(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _pick(args.chains, env, "AITBC_CHAINS", "")
+    chains = tuple(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
+    if not chains:
+        raise UsageError("no chains: pass --chains ait-mainnet,ait-testnet or set AITBC_CHAINS")
+    try:
+        for chain in chains:
+            chainpaths.validate_chain_id(chain)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return chains
+
+
+def prepare_options(args: argparse.Namespace, env: Mapping[str, str]) -> PrepareOptions:
+    """PrepareOptions from flags, falling back to the environment."""
+    uid = args.uid if args.uid is not None else env_int(env, "AITBC_UID")
+    gid = args.gid if args.gid is not None else env_int(env, "AITBC_GID")
+    nocow = args.nocow if args.nocow is not None else env_bool(env, "AITBC_DISABLE_COW", True)
+    require = args.require_nocow if args.require_nocow is not None else env_bool(env, "AITBC_REQUIRE_NOCOW", False)
+    journal = _choice(_pick(args.journal_mode, env, "AITBC_JOURNAL_MODE", "wal"), "journal mode", ("wal", "keep"))
+    level = _choice(
+        _pick(args.integrity_check, env, "AITBC_INTEGRITY_CHECK", "quick"), "integrity check", ("quick", "full", "off")
+    )
+    return PrepareOptions(
+        data_dir=_data_dir(args, env), chains=_chains(args, env), uid=uid, gid=gid, nocow=nocow,
+        require_nocow=require, journal_mode=journal,  # type: ignore[arg-type]  # checked by _choice
+        integrity_check=level,  # type: ignore[arg-type]
+        busy_timeout=args.busy_timeout,
+    )
+
+
+def _summary(report: VolumeReport, warnings: list[str]) -> str:
+    lines = [f"warning: {w}" for w in warnings]
+    if not report.ok:
+        lines.append(f"error: {report.error}")
+    elif report.changed:
+        lines.append(f"volume prepared ({report.fs}, NOCOW {report.nocow}): {', '.join(report.actions)}")
+    else:
+        lines.append(f"volume already prepared ({report.fs}, NOCOW {report.nocow}): nothing changed")
+    return "\n".join(lines)
+
+
+def cmd_prepare(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run `volume prepare`; print the report and write the termination message."""
+    opts = prepare_options(args, env)
+    report, warnings = prepare(opts)
+    text = render(report)
+    print(text)
+    print(_summary(report, warnings), file=sys.stderr)
+    log = args.termination_log or env.get("AITBC_TERMINATION_LOG") or str(DEFAULT_TERMINATION_LOG)
+    write_termination_message(text, Path(log))
+    return 0 if report.ok else 1
+
+
+def cmd_backup(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run `volume backup`."""
+    keep = args.keep if args.keep is not None else env_int(env, "AITBC_BACKUP_KEEP") or DEFAULT_KEEP
+    if keep < 1:
+        raise UsageError("--keep must be at least 1")
+    result = backup(BackupOptions(data_dir=_data_dir(args, env), chains=_chains(args, env), keep=keep,
+                                  busy_timeout=args.busy_timeout))
+    print(json.dumps(result, separators=(",", ":")))
+    return 0 if result["ok"] else 1
+
+
+def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run `volume check`."""
+    level = _choice(
+        _pick(args.integrity_check, env, "AITBC_INTEGRITY_CHECK", "full"), "integrity check", ("quick", "full", "off")
+    )
+    result = check(CheckOptions(data_dir=_data_dir(args, env), chains=_chains(args, env),
+                                integrity_check=level,  # type: ignore[arg-type]  # checked by _choice
+                                busy_timeout=args.busy_timeout))
+    print(json.dumps(result, separators=(",", ":")))
+    return 0 if result["ok"] else 1
+
+
+def _run(command: Callable[[argparse.Namespace, Mapping[str, str]], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args, os.environ)
+        except UsageError as exc:
+            print(f"aitbc-operator volume: {exc}", file=sys.stderr)
+            return 2
+        except sq.VolumeError as exc:
+            print(f"aitbc-operator volume: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="DATA_DIR (env AITBC_DATA_DIR, default /var/lib/aitbc)")
+    parser.add_argument("--chains", help="comma-separated chain ids (env AITBC_CHAINS)")
+    parser.add_argument("--busy-timeout", type=float, default=sq.DEFAULT_BUSY_TIMEOUT,
+                        help="seconds to wait for a SQLite lock held by someone else (default %(default)s)")
 
 
 def add_volume_parser(sub: Any) -> None:
     """Register `volume prepare|backup|check`."""
     volume: argparse.ArgumentParser = sub.add_parser("volume", help="prepare, back up or check chain volumes")
-    volume.add_subparsers(dest="volume_command", required=True, metavar="ACTION")
+    actions = volume.add_subparsers(dest="volume_command", required=True, metavar="ACTION")
+
+    prep = actions.add_parser("prepare", help="prepare the chain volume (what the node's init container runs)")
+    _common(prep)
+    prep.add_argument("--uid", type=int, help="owner uid of the chain data (env AITBC_UID; default: unchanged)")
+    prep.add_argument("--gid", type=int, help="owner gid of the chain data (env AITBC_GID; default: unchanged)")
+    prep.add_argument("--nocow", action=argparse.BooleanOptionalAction, default=None,
+                      help="set Btrfs NOCOW on the chain directories (env AITBC_DISABLE_COW, default on)")
+    prep.add_argument("--require-nocow", action=argparse.BooleanOptionalAction, default=None,
+                      help="fail when the filesystem has no NOCOW (env AITBC_REQUIRE_NOCOW, default off)")
+    prep.add_argument("--journal-mode", choices=("wal", "keep"), help="env AITBC_JOURNAL_MODE, default wal")
+    prep.add_argument("--integrity-check", choices=("quick", "full", "off"),
+                      help="PRAGMA quick_check, integrity_check or none (env AITBC_INTEGRITY_CHECK, default quick)")
+    prep.add_argument("--termination-log", help="env AITBC_TERMINATION_LOG, default /dev/termination-log")
+    prep.set_defaults(func=_run(cmd_prepare))
+
+    back = actions.add_parser("backup", help="online copy of each chain database (SQLite backup API)")
+    _common(back)
+    back.add_argument("--keep", type=int, help=f"copies kept per chain (env AITBC_BACKUP_KEEP, default {DEFAULT_KEEP})")
+    back.set_defaults(func=_run(cmd_backup))
+
+    chk = actions.add_parser("check", help="integrity, COUNT(*) and MAX(height) of block per chain")
+    _common(chk)
+    chk.add_argument("--integrity-check", choices=("quick", "full", "off"),
+                     help="env AITBC_INTEGRITY_CHECK, default full")
+    chk.set_defaults(func=_run(cmd_check))
