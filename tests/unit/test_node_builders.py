@@ -20,6 +20,7 @@ from aitbc_operator.builders.node import (
     node_configmap,
     node_environment,
     node_statefulset,
+    owner_name_problems,
     referenced_secret_names,
     rpc_deployment,
     shadowed_env_names,
@@ -170,6 +171,17 @@ def test_user_env_cannot_override_operator_values() -> None:
         "CHAIN_DB_URL_AIT_MAINNET", "CHAIN_ID", "DATA_DIR", "MEMPOOL_DB_URL", "REDIS_URL"]
 
 
+def test_database_url_never_reaches_the_node_even_from_a_secret() -> None:
+    """A literal PostgreSQL DATABASE_URL is refused by the model; one from a Secret is dropped by the builder."""
+    ref = {"secretKeyRef": {"name": "pg", "key": "url"}}
+    obj = owner(node={"env": [{"name": "DATABASE_URL", "valueFrom": ref}]})
+    s = spec_of(obj)
+    sts = node_statefulset(obj, s, config_hash="h", operator_image="img")
+    assert "DATABASE_URL" not in env_names(container(sts, "node"))
+    assert "DATABASE_URL" not in node_configmap(obj, s)["data"]
+    assert shadowed_env_names(s, None) == ["DATABASE_URL"]
+
+
 def test_user_may_provide_redis_url_when_the_spec_does_not() -> None:
     ref = {"secretKeyRef": {"name": "redis", "key": "url"}}
     obj = owner(node={"env": [{"name": "REDIS_URL", "valueFrom": ref}]})
@@ -283,3 +295,11 @@ def test_operator_image_is_used_unless_overridden() -> None:
     other = owner(volumePrep={"image": "mirror/op:1"})
     sts = node_statefulset(other, spec_of(other), config_hash="h", operator_image="op:1")
     assert sts["spec"]["template"]["spec"]["initContainers"][0]["image"] == "mirror/op:1"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("aitbc1", True), ("a" * 47, True), ("a" * 48, False), ("1node", False), ("node.one", False)],
+)
+def test_owner_name_problems(name: str, ok: bool) -> None:
+    assert (owner_name_problems(name) == []) is ok

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ ENV_CHAIN_DB_URL = "CHAIN_DB_URL"
 ENV_CHAIN_DB_URL_PREFIX = "CHAIN_DB_URL_"
 ENV_REDIS_URL = "REDIS_URL"
 ENV_MEMPOOL_DB_URL = "MEMPOOL_DB_URL"
+#: The node's "use PostgreSQL for chain data" switch in the runbook: never passed through from the user's env.
+ENV_DATABASE_URL = "DATABASE_URL"
 #: Length of the config hash (hex characters of a SHA-256 digest): 64 bits, plenty to tell configurations apart.
 HASH_LENGTH = 16
 _HASH_VERSION = 1
@@ -92,6 +95,25 @@ class NodeNames:
     def pvc(self) -> str:
         """The chain-data PersistentVolumeClaim (pvc storage only), ``<name>-data``."""
         return f"{self.owner}-data"
+
+
+#: Longest AitbcNode name whose children are all valid: the StatefulSet's pods get the label
+#: ``controller-revision-hash: <name>-node-<10 characters>``, which must fit in 63.
+MAX_OWNER_NAME_LENGTH = 47
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def owner_name_problems(name: str) -> list[str]:
+    """Why children of an AitbcNode with this name could not be created (empty when they can).
+
+    Service names are DNS-1035 labels (start with a letter); the revision label limits the length.
+    """
+    problems = []
+    if len(name) > MAX_OWNER_NAME_LENGTH:
+        problems.append(f"name {name!r} is longer than {MAX_OWNER_NAME_LENGTH} characters")
+    if not _SERVICE_NAME.fullmatch(name):
+        problems.append(f"name {name!r} must start with a lower-case letter and contain only a-z, 0-9 and '-'")
+    return problems
 
 
 def names_of(owner: Mapping[str, Any]) -> NodeNames:
@@ -146,10 +168,12 @@ def reserved_env_names(spec: AitbcNodeSpec, mempool: MempoolDatabase | None) -> 
     """Environment names the operator sets for the node: user env entries with these names are dropped.
 
     Kubernetes lets ``env`` override ``envFrom``; without this a user entry could silently replace DATA_DIR or a
-    chain URL. ``REDIS_URL`` is reserved only when ``spec.redisUrl`` is set (else the user may provide it, e.g.
-    from a Secret), ``MEMPOOL_DB_URL`` only when the mempool uses an AitbcDatabase.
+    chain URL. ``DATABASE_URL`` is always reserved: chain data are SQLite, and a PostgreSQL URL could otherwise
+    arrive through ``valueFrom`` (a literal one is already refused by the CRD). ``REDIS_URL`` is reserved only
+    when ``spec.redisUrl`` is set (else the user may provide it, e.g. from a Secret), ``MEMPOOL_DB_URL`` only
+    when the mempool uses an AitbcDatabase.
     """
-    names = set(node_environment(spec))
+    names = set(node_environment(spec)) | {ENV_DATABASE_URL}
     if mempool is not None:
         names.add(ENV_MEMPOOL_DB_URL)
     return frozenset(names)
