@@ -49,6 +49,7 @@ REASON_ROLLING_NODE = "RollingNode"
 REASON_ROLLING_RPC = "RollingRpc"
 REASON_RESTARTING_RPC = "RestartingRpc"
 REASON_WAITING_FOR_NODE = "WaitingForNode"
+REASON_WAITING_FOR_RPC = "WaitingForRpc"
 REASON_NODE_TIMEOUT = "NodeRolloutTimeout"
 REASON_RPC_STALLED = "RpcRolloutStalled"
 
@@ -328,6 +329,10 @@ def _outcome(snap: RolloutSnapshot, rpc: RpcTarget | None, write_rpc: bool, star
             return _Outcome("Stalled", REASON_RPC_STALLED,
                             f"the RPC did not become available on configuration {desired} within its deadline",
                             False, True, False, STALLED_POLL_SECONDS)
+        if not write_rpc:
+            return _Outcome("RollingRpc", REASON_WAITING_FOR_RPC,
+                            f"node Ready on configuration {desired}; waiting for the RPC to be available",
+                            True, False, False, POLL_SECONDS)
         if current is not None and current.template_hash == desired:
             return _Outcome("RollingRpc", REASON_RESTARTING_RPC,
                             f"node restarted ({node_pod.marker}); restarting the RPC",

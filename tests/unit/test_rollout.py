@@ -21,6 +21,7 @@ from aitbc_operator.rollout import (
     REASON_ROLLING_RPC,
     REASON_RPC_STALLED,
     REASON_WAITING_FOR_NODE,
+    REASON_WAITING_FOR_RPC,
     NodeObservation,
     NodePod,
     RolloutDecision,
@@ -242,6 +243,7 @@ def test_node_ready_on_new_revision_rolls_the_rpc_then_idle() -> None:
     d = w.reconcile()  # the Deployment controller has not caught up yet
     assert not d.write_rpc
     assert d.status.phase == "RollingRpc"
+    assert d.reason == REASON_WAITING_FOR_RPC
     w.rpc_controller()
     d = w.reconcile()
     assert d.status.phase == "Idle"
@@ -540,3 +542,16 @@ def test_random_runs_exercise_every_phase() -> None:
     assert set().union(*(w.phases_seen for w in worlds)) == {"Idle", "RollingNode", "RollingRpc", "Stalled"}
     assert sum(len(w.rpc_writes) for w in worlds) > 200
     assert all(len({x.marker for x in w.rpc_writes}) == len(w.rpc_writes) for w in worlds)  # one per incarnation
+
+
+def test_an_unavailable_rpc_is_waited_for_not_restarted() -> None:
+    w = steady()
+    assert w.rpc is not None
+    w.rpc = replace(w.rpc, available_replicas=0)  # e.g. the RPC pod crashed; the node did not restart
+    d = w.reconcile()
+    assert not d.write_rpc
+    assert not d.write_node
+    assert (d.status.phase, d.reason, d.ready) == ("RollingRpc", REASON_WAITING_FOR_RPC, False)
+    w.rpc_controller()
+    assert w.reconcile().status.phase == "Idle"
+    assert len(w.rpc_writes) == 1
