@@ -79,10 +79,32 @@ build_tool() { # NAME MODULE-PATH PACKAGE VERSION [LDFLAGS]
   : "$module"
 }
 
+# kwok simulates nothing without Stage objects: write its own "fast" stages (node initialize, node heartbeat with
+# lease, pod ready/complete/delete) from the kwok module of the pinned version into one config file.
+kwok_stages() {
+  local out="$BIN_DIR/kwok-stages.yaml" stampfile="$BIN_DIR/.kwok-stages.version"
+  if [[ -f "$out" && -f "$stampfile" && "$(cat "$stampfile")" == "$KWOK_VERSION" ]]; then
+    log "kwok stages $KWOK_VERSION: cached"; return
+  fi
+  local dir f
+  dir="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  : > "$out.tmp"
+  for f in "$dir"/kustomize/stage/node/fast/node-*.yaml "$dir"/kustomize/stage/node/heartbeat-with-lease/node-*.yaml \
+           "$dir"/kustomize/stage/pod/fast/pod-*.yaml; do
+    printf -- '---\n# sigs.k8s.io/kwok@%s/%s\n' "$KWOK_VERSION" "${f#"$dir"/}" >> "$out.tmp"
+    cat "$f" >> "$out.tmp"
+  done
+  grep -q 'kind: Stage' "$out.tmp" || { log "no kwok stages found under $dir/kustomize/stage"; exit 1; }
+  mv "$out.tmp" "$out"
+  printf '%s' "$KWOK_VERSION" > "$stampfile"
+  log "kwok stages $KWOK_VERSION: written"
+}
+
 build_kubernetes
 build_tool etcd go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 build_tool kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build_tool helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+kwok_stages
 echo "$BIN_DIR"
