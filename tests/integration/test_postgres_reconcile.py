@@ -74,18 +74,23 @@ def test_create_then_noop_issues_no_ddl(pg_server: PgTestServer, names: str) -> 
 
     assert actions(first) == [Action.CREATE_ROLE, Action.MARK_ROLE, Action.GRANT_ROLE_TO_ADMIN,
                               Action.CREATE_DATABASE, Action.MARK_DATABASE]
-    assert first.password_set and first.database_created and not first.database_recreated
+    assert first.password_set
+    assert first.database_created
+    assert not first.database_recreated
     assert roles(server, names)[want.role].connection_limit == 7
     assert roles(server, names)[want.role].comment == want.marker
     assert databases(server, names) == {want.database: want.role}
     assert first.server_version.split(".")[0] == str(pg_server.major)
-    assert first.database_size_bytes is not None and first.database_size_bytes > 0
+    assert first.database_size_bytes is not None
+    assert first.database_size_bytes > 0
 
     # The second reconcile found everything in sync: no steps, no DDL counted, no DDL in the server's log,
     # the same admin connection reused, and the password checked by logging in as the role.
-    assert second.steps == () and not second.changed
+    assert second.steps == ()
+    assert not second.changed
     assert ddl_total == ddl_create == 5
-    assert pool.stats.connects == 1 and pool.stats.login_checks == 1
+    assert pool.stats.connects == 1
+    assert pool.stats.login_checks == 1
     logged = server.ddl_statements("aitbc_admin", since=log_start)
     assert len(logged) == 5, logged
     assert second.database_size_bytes == first.database_size_bytes
@@ -105,7 +110,8 @@ def test_password_never_reaches_sql_text_or_server_log(pg_server: PgTestServer, 
     password_statements = [s for s in server.ddl_statements("aitbc_admin", log_start) if "PASSWORD" in s]
     assert len(password_statements) == 2
     assert all("'SCRAM-SHA-256$4096:" in s for s in password_statements)
-    assert password not in log and rotated not in log
+    assert password not in log
+    assert rotated not in log
 
 
 def test_secret_data_connects_with_sqlalchemy_and_creates_tables(pg_server: PgTestServer, names: str) -> None:
@@ -163,7 +169,8 @@ def test_ownership_and_connection_limit_changes_are_restored(pg_server: PgTestSe
     assert all(step.drift for step in result.steps)
     assert databases(server, names) == {want.database: want.role}
     row = roles(server, names)[want.role]
-    assert row.connection_limit == 5 and row.can_login
+    assert row.connection_limit == 5
+    assert row.can_login
 
 
 def test_password_changed_out_of_band_is_reset(pg_server: PgTestServer, names: str) -> None:
@@ -175,7 +182,8 @@ def test_password_changed_out_of_band_is_reset(pg_server: PgTestServer, names: s
     result, _ = run(lambda pool: converge(pool, pg_server.admin, want, password, previously_created=True))
 
     assert actions(result) == [Action.SET_PASSWORD]
-    assert result.steps[0].drift and result.password_set
+    assert result.steps[0].drift
+    assert result.password_set
     assert login_error(server, want.role, password, want.database) is None
     assert login_error(server, want.role, "changed by hand", want.database) == "28P01"
 
@@ -216,7 +224,8 @@ def test_rotation_old_password_stops_working(pg_server: PgTestServer, names: str
 
     result, _ = run(lambda pool: converge(pool, pg_server.admin, want, new, rotate=True))
 
-    assert actions(result) == [Action.SET_PASSWORD] and not result.steps[0].drift
+    assert actions(result) == [Action.SET_PASSWORD]
+    assert not result.steps[0].drift
     assert login_error(server, want.role, new, want.database) is None
     assert login_error(server, want.role, old, want.database) == "28P01"
 
@@ -233,7 +242,8 @@ def test_drop_terminates_connections_and_drops_database_and_role(pg_server: PgTe
     try:
         steps, _ = run(lambda pool: drop(pool, pg_server.admin, want))
         assert [s.action for s in steps] == [Action.DROP_DATABASE, Action.DROP_ROLE]
-        assert roles(server, names) == {} and databases(server, names) == {}
+        assert roles(server, names) == {}
+        assert databases(server, names) == {}
         with pytest.raises(psycopg.OperationalError):
             app.execute("SELECT 1")
     finally:
@@ -266,14 +276,16 @@ def test_server_down_then_up_recovers_on_the_reused_pool(pg_server: PgTestServer
         try:
             with pytest.raises(ServerUnreachable) as caught:
                 await converge(pool, pg_server.admin, want, password, previously_created=True)
-            assert caught.value.reason == "ServerUnreachable" and password not in str(caught.value)
+            assert caught.value.reason == "ServerUnreachable"
+            assert password not in str(caught.value)
         finally:
             await asyncio.to_thread(server.start)
         after = await converge(pool, pg_server.admin, want, password, previously_created=True)
         return first, after
 
     (first, after), pool = run(body)
-    assert first.changed and after.steps == ()
+    assert first.changed
+    assert after.steps == ()
     assert pool.stats.connects == 2  # the original connection, then one reconnect after the restart
 
 
@@ -317,7 +329,8 @@ def test_runbook_setup_is_adopted(pg_server: PgTestServer, names: str) -> None:
 
     result, _ = run(lambda pool: converge(pool, pg_server.admin, want, password))
 
-    assert Action.SET_DATABASE_OWNER in actions(result) and Action.MARK_ROLE in actions(result)
+    assert Action.SET_DATABASE_OWNER in actions(result)
+    assert Action.MARK_ROLE in actions(result)
     assert Action.SET_PASSWORD in actions(result)  # 'secure_password' is not the Secret's password
     assert databases(server, names) == {want.database: want.role}
     assert login_error(server, want.role, password, want.database) is None

@@ -153,7 +153,8 @@ class PostgresServer:
         result = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", "60",
                            "start", check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"{self.name}: pg_ctl start failed:\n{result.stdout}\n{result.stderr}\n{self.log_tail()}")
+            raise RuntimeError(
+                f"{self.name}: pg_ctl start failed:\n{result.stdout}\n{result.stderr}\n{self.log_tail()}")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (no error if it is not running)."""

@@ -1,0 +1,67 @@
+"""The floor for the AitbcDatabase benchmark: the SQL of N create reconciles, run directly in one psycopg loop.
+
+No operator, no Kubernetes, no asyncio, no pool: one synchronous connection executes exactly the statements a create
+reconcile executes (observe, the planned DDL with a freshly computed SCRAM verifier, the size query). Whatever the
+operator takes beyond this is the operator's own overhead.
+
+    from benchmarks.db_floor import create_floor
+    result = create_floor(admin_conninfo, [DesiredDatabase(...), ...], password="...")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from aitbc_operator.postgres.plan import DatabaseState, DesiredDatabase, PasswordAction, RoleState, ServerState, plan
+from aitbc_operator.postgres.scram import scram_sha256_verifier
+from aitbc_operator.postgres.statements import DATABASE_SIZE, OBSERVE, statement
+
+
+@dataclass(frozen=True)
+class FloorResult:
+    """What the floor run did and how long it took."""
+
+    databases: int
+    statements: int
+    ddl: int
+    seconds: float
+
+    @property
+    def per_database_ms(self) -> float:
+        """Mean wall time per database, in milliseconds."""
+        return 1000.0 * self.seconds / self.databases if self.databases else 0.0
+
+
+def create_floor(conninfo: str, wanted: Sequence[DesiredDatabase], *, password: str) -> FloorResult:
+    """Create every database of ``wanted`` (none may exist yet) with the reconciler's exact statements."""
+    statements = ddl = 0
+    started = time.perf_counter()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for desired in wanted:
+            row = conn.execute(OBSERVE, {"role": desired.role, "database": desired.database}).fetchone()
+            assert row is not None
+            statements += 1
+            state = _state(row, desired)
+            steps = plan(state, desired, password=PasswordAction.KEEP)
+            verifier = scram_sha256_verifier(password)
+            for step in steps:
+                conn.execute(statement(step, desired, verifier))
+            statements += len(steps)
+            ddl += len(steps)
+            conn.execute(DATABASE_SIZE, (desired.database,)).fetchone()
+            statements += 1
+    return FloorResult(len(wanted), statements, ddl, time.perf_counter() - started)
+
+
+def _state(row: tuple[object, ...], desired: DesiredDatabase) -> ServerState:
+    """The same snapshot observe() builds (kept minimal: the floor only supports fresh creation)."""
+    if row[3] or row[10]:
+        raise RuntimeError(f"{desired.role} or {desired.database} already exists: the floor measures creation only")
+    role: RoleState | None = None
+    database: DatabaseState | None = None
+    return ServerState(version=str(row[1]).split()[0], version_num=int(str(row[0])), admin=str(row[2]), role=role,
+                       database=database)
