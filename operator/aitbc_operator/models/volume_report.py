@@ -26,7 +26,7 @@ class ChainVolumeReport(Status):
     journal: str | None = None
     """SQLite journal mode after preparation (wal), or null when no database exists yet."""
     integrity: Integrity = "skipped"
-    """Integrity check result: ok, corrupt, skipped (check off or no database) or missing."""
+    """Integrity check result: ok, corrupt, skipped (check off) or missing (no chain.db yet)."""
     size: int | None = Field(default=None, ge=0)
     """Size of chain.db in bytes."""
 
