@@ -106,9 +106,9 @@ NODE = CrdInfo(
     ),
     root_rules=(
         cel(
-            "self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-            "metadata.name must be a DNS-1035 label of at most 40 characters (it prefixes the names of the node's"
-            " StatefulSet, Deployment and Services)",
+            "self.metadata.name.size() <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "metadata.name must be a DNS-1035 label of at most 47 characters (it prefixes the names of the node's"
+            " StatefulSet, its pods' revision labels, the Deployment and Services)",
         ),
     ),
     description="AitbcNode is an AITBC blockchain node (a single-writer StatefulSet), its RPC Deployment and their "

@@ -142,8 +142,9 @@ class PvcStorage(Spec):
     """Requested size. Can grow (if the storage class allows expansion), never shrink."""
     storage_class_name: str | None = Field(default=None, max_length=253)
     """Storage class; the cluster default when unset."""
-    access_mode: Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"] = "ReadWriteOnce"
-    """Access mode. Node and RPC pods run on the same Kubernetes node, so ReadWriteOnce suffices."""
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = "ReadWriteOnce"
+    """Access mode. Node and RPC pods run on the same Kubernetes node and both mount the volume, so ReadWriteOnce
+    suffices (ReadWriteOncePod would lock the RPC out)."""
     retain_on_delete: bool = True
     """Keep the PVC when the AitbcNode is deleted (default). False lets garbage collection delete it."""
 
@@ -188,8 +189,8 @@ class VolumePrepSpec(Spec):
     privileged: bool = True
     """Run privileged as root (the runbook's sudo). False: least privilege, root with only CHOWN, FOWNER,
     DAC_OVERRIDE and LINUX_IMMUTABLE capabilities."""
-    run_as_user: int = Field(default=1000, ge=0, le=2147483647)
-    """UID owning the chain data, and that node and RPC run as."""
+    run_as_user: int = Field(default=1000, ge=1, le=2147483647)
+    """UID owning the chain data, and that node and RPC run as (non-root)."""
     run_as_group: int = Field(default=1000, ge=0, le=2147483647)
     """GID owning the chain data."""
     integrity_check: Literal["quick", "full", "off"] = "quick"
