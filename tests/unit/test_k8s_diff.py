@@ -20,6 +20,8 @@ from aitbc_operator.k8s.diff import is_subset
         ({"flag": False}, {"flag": False}, True),
         ({"s": "x"}, {"s": "y"}, False),
         ({"gone": None}, {}, True),  # None means "absent"
+        ({"env": [], "resources": {}}, {}, True),  # the apiserver drops empty values
+        ({"env": [1]}, {}, False),
         ({"a": {"b": 1}}, {"a": "text"}, False),
     ],
 )

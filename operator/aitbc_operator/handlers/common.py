@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kopf
 
@@ -65,9 +65,9 @@ async def write_status(kube: Kube, kind: Kind, body: Mapping[str, Any], status: 
     return written
 
 
-def event(body: kopf.Body, reason: str, message: str, *, warning: bool = False) -> None:
+def event(body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
     """Post a Kubernetes Event on the object (kopf posts it asynchronously). Never pass secrets here."""
     if warning:
-        kopf.warn(body, reason=reason, message=message)
+        kopf.warn(cast(kopf.Body, body), reason=reason, message=message)
     else:
-        kopf.info(body, reason=reason, message=message)
+        kopf.info(cast(kopf.Body, body), reason=reason, message=message)

@@ -18,7 +18,8 @@ def is_subset(desired: Any, live: Any, *, ignore_extra_in_desired: bool = False)
             return False
         for key, value in desired.items():
             if key not in live:
-                if ignore_extra_in_desired or value is None:
+                # The apiserver omits empty values: a desired `[]`, `{}` or null matches an absent field.
+                if ignore_extra_in_desired or value is None or value == [] or value == {}:
                     continue
                 return False
             if not is_subset(value, live[key], ignore_extra_in_desired=ignore_extra_in_desired):

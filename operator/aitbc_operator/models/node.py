@@ -316,9 +316,7 @@ class ChainStatus(Status):
     height: int | None = None
     """RPC head height (GET /rpc/head?chain_id=...), when reachable."""
     height_error: str | None = None
-    """Why the height could not be read, if it could not."""
-    checked_at: datetime | None = None
-    """When the height was read."""
+    """Why the height could not be read (unreachable, timeout, bad response), if it could not."""
 
 
 class AitbcNodeStatus(Status):

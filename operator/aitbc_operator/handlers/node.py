@@ -1,0 +1,139 @@
+"""kopf handlers for AitbcNode: spec changes, child changes (pods, StatefulSets, Deployments, Secrets) and a daemon.
+
+Every trigger runs the same level-based reconcile (reconcilers.node) under the object's lock, on a fresh read of the
+AitbcNode. Child events make rollouts proceed as soon as the node pod turns Ready; the per-node daemon is the safety
+net and enforces the rollout timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+import kopf
+
+from .. import GROUP, VERSION, errors, metrics
+from ..builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY
+from ..k8s import resources as r
+from ..k8s.client import Kube
+from ..reconcilers.node import NodeOutcome, reconcile_node
+from ..settings import Settings
+from .common import event, guarded, now, object_lock
+
+log = logging.getLogger(__name__)
+KIND = "AitbcNode"
+PLURAL = "aitbcnodes"
+_REQUEUE = "node-requeue"
+
+
+def _rpc_base_url(body: kopf.Body | dict[str, Any], port: int) -> str:
+    meta = body["metadata"]
+    return f"http://{meta['name']}-rpc.{meta['namespace']}.svc:{port}"
+
+
+async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *, probe: bool = False) -> None:
+    """Reconcile one AitbcNode by name (fresh read, under its lock). Raises the operator's errors."""
+    kube: Kube = memo["kube"]
+    cfg: Settings = memo["settings"]
+    async with object_lock(memo, KIND, namespace, name):
+        body = await kube.get(r.AITBC_NODE, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        port = int(((body.get("spec") or {}).get("rpc") or {}).get("port") or 8006)
+        outcome: NodeOutcome = await guarded(
+            KIND,
+            lambda: reconcile_node(
+                kube, body, operator_image=cfg.operator_image, now=now(), probe_heights=probe,
+                rpc_base_url=_rpc_base_url(body, port),
+            ),
+        )
+        memo.setdefault(_REQUEUE, {})[(namespace, name)] = outcome.requeue_after
+        rollout = ((body.get("status") or {}).get("rollout") or {}).get("phase")
+        metrics.set_rollout_phase(namespace, name, rollout or "Idle")
+        for reason, message, warning in outcome.events:
+            event(body, reason, message, warning=warning)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def node_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Spec (or metadata) changed, or the operator started: converge."""
+    assert namespace is not None
+    await reconcile(memo, namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def node_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Children go by garbage collection (a retained PVC and hostPath data stay); forget the metrics series."""
+    assert namespace is not None
+    metrics.set_rollout_phase(namespace, name, None)
+    memo.setdefault(_REQUEUE, {}).pop((namespace, name), None)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
+async def node_daemon(
+    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Re-check while a rollout runs (timeouts) and every poll interval otherwise (RPC head heights)."""
+    assert namespace is not None
+    cfg: Settings = memo["settings"]
+    while not stopped:
+        delay = memo.setdefault(_REQUEUE, {}).get((namespace, name)) or cfg.node_poll_interval
+        await stopped.wait(min(delay, cfg.node_poll_interval))
+        if stopped:
+            break
+        try:
+            await reconcile(memo, namespace, name, probe=True)
+        except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+            log.info("AitbcNode %s/%s: %s", namespace, name, exc)
+
+
+async def _from_child(memo: MutableMapping[str, Any], namespace: str | None, labels: dict[str, str]) -> None:
+    owner = labels.get(LABEL_OWNER)
+    if not namespace or not owner or "kube" not in memo:
+        return
+    try:
+        await reconcile(memo, namespace, owner)
+    except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+        log.info("AitbcNode %s/%s (child event): %s", namespace, owner, exc)
+
+
+_CHILD_LABELS: dict[str, Any] = {LABEL_OWNER: kopf.PRESENT, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+@kopf.on.event("v1", "pods", labels={**_CHILD_LABELS, LABEL_COMPONENT: "node"})
+async def node_pod_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """The node pod changed (Ready, restarted, re-created): the rollout may proceed or the RPC must follow."""
+    await _from_child(memo, namespace, dict(labels))
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD_LABELS)
+async def statefulset_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """The node StatefulSet changed (revision, readiness, or someone edited it)."""
+    await _from_child(memo, namespace, dict(labels))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
+async def deployment_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """The RPC Deployment changed."""
+    await _from_child(memo, namespace, dict(labels))
+
+
+@kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A connection Secret changed (e.g. password rotation): nodes whose mempool uses it roll, node first."""
+    kube: Kube | None = memo.get("kube")
+    if not namespace or kube is None:
+        return
+    for node in await kube.list(r.AITBC_NODE, namespace):
+        ref = (((node.get("spec") or {}).get("mempool") or {}).get("databaseRef") or {}).get("name")
+        if not ref:
+            continue
+        db = await kube.get(r.AITBC_DATABASE, namespace, ref)
+        secret = ((db or {}).get("status") or {}).get("secretName") or f"{ref}-db"
+        if secret == name:
+            try:
+                await reconcile(memo, namespace, node["metadata"]["name"])
+            except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+                log.info("AitbcNode %s/%s (secret event): %s", namespace, node["metadata"]["name"], exc)

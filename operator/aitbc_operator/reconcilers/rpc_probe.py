@@ -1,0 +1,48 @@
+"""Read each chain's head height from the RPC service (`GET /rpc/head?chain_id=<id>`), with short timeouts.
+
+Failures are only noted, as a short stable category (so a node whose RPC stays unreachable causes no status churn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+TIMEOUT_SECONDS = 1.5
+
+
+@dataclass(frozen=True)
+class Height:
+    """One chain's height, or why it could not be read."""
+
+    height: int | None
+    error: str | None
+
+
+def _fetch(base_url: str, chain: str) -> Height:
+    url = f"{base_url}/rpc/head?{urllib.parse.urlencode({'chain_id': chain})}"
+    if not url.startswith(("http://", "https://")):
+        return Height(None, "bad url")
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 (scheme checked)
+            payload = json.loads(response.read(65536))
+    except TimeoutError:
+        return Height(None, "timeout")
+    except (OSError, urllib.error.URLError, ConnectionError):
+        return Height(None, "unreachable")
+    except ValueError:
+        return Height(None, "bad response")
+    height = payload.get("height") if isinstance(payload, dict) else None
+    if not isinstance(height, int) or isinstance(height, bool):
+        return Height(None, "bad response")
+    return Height(height, None)
+
+
+async def head_heights(base_url: str, chains: list[str]) -> dict[str, Height]:
+    """Heights of all chains, fetched concurrently in threads."""
+    results = await asyncio.gather(*(asyncio.to_thread(_fetch, base_url, c) for c in chains))
+    return dict(zip(chains, results, strict=True))
