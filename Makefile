@@ -16,7 +16,7 @@ K8S_VERSION ?= v1.34.4
 K8S_BIN := $(CACHE_DIR)/k8s-$(K8S_VERSION)/bin
 export AITBC_K8S_VERSION := $(K8S_VERSION)
 export AITBC_K8S_BIN := $(K8S_BIN)
-APT_PACKAGES := btrfs-progs postgresql-15 sqlite3 e2fsprogs
+APT_PACKAGES := btrfs-progs postgresql-15 sqlite3 e2fsprogs openssl
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -77,6 +77,43 @@ demo: venv system-deps cluster-bins ## local cluster + PostgreSQL + operator + s
 .PHONY: demo-down
 demo-down: venv ## stop the demo and remove its state
 	$(BIN)/python -m tests.cluster.demo down
+
+.PHONY: demo-status
+demo-status: venv ## print the demo's resources again
+	$(BIN)/python -m tests.cluster.demo status
+
+# --- kind (needs Docker and kind; not runnable on the CI machine: checked statically by tests/unit/test_kind_config.py)
+KIND ?= kind
+KIND_CLUSTER ?= aitbc
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+KIND_DATA_DIR ?= /tmp/aitbc-kind/chain-data
+KIND_IMAGE ?= aitbc-operator:dev
+KUBECTL ?= kubectl
+
+.PHONY: kind-up
+kind-up: ## create the kind cluster of kind-config.yaml (control plane + worker, host dir for chain data)
+	mkdir -p $(KIND_DATA_DIR)
+	$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s
+
+.PHONY: kind-load
+kind-load: ## build the operator image and load it into the kind nodes
+	docker build -t $(KIND_IMAGE) .
+	$(KIND) load docker-image $(KIND_IMAGE) --name $(KIND_CLUSTER)
+
+.PHONY: kind-demo
+kind-demo: kind-load ## on the kind cluster: CRDs + operator (deploy/overlays/kind), then the samples and their status
+	$(KUBECTL) --context $(KIND_CONTEXT) apply --server-side -k crds
+	$(KUBECTL) --context $(KIND_CONTEXT) wait --for=condition=Established --timeout=60s \
+	  crd/aitbcdatabases.aitbc.io crd/aitbcnodes.aitbc.io
+	$(KUBECTL) --context $(KIND_CONTEXT) apply --server-side -k deploy/overlays/kind
+	$(KUBECTL) --context $(KIND_CONTEXT) -n aitbc-system rollout status deployment/aitbc-operator --timeout=180s
+	$(KUBECTL) --context $(KIND_CONTEXT) apply -k deploy/samples
+	@echo "the AitbcDatabases need a Secret postgres-admin in namespace aitbc (see deploy/samples/kustomization.yaml)"
+	$(KUBECTL) --context $(KIND_CONTEXT) get aitbc -A
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster (the chain data in KIND_DATA_DIR stay)
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
 .PHONY: clean
 clean: ## remove the virtualenv and stamps (the binary cache in ~/.cache/aitbc-operator is kept)

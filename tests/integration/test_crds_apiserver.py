@@ -176,6 +176,30 @@ def drop(path: str) -> Mutation:
     return apply
 
 
+def crd_rule_messages() -> set[tuple[str, str]]:
+    """(kind, message) of every x-kubernetes-validations rule in crds/."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(kind: str, schema: Obj) -> None:
+        found.update((kind, rule["message"]) for rule in schema.get("x-kubernetes-validations", []))
+        for child in schema.get("properties", {}).values():
+            walk(kind, child)
+        for key in ("items", "additionalProperties"):
+            if isinstance(schema.get(key), dict):
+                walk(kind, schema[key])
+
+    for kind, crd in load_crds().items():
+        walk(kind, root_schema(crd))
+    return found
+
+
+def node_name_rule() -> tuple[str, int]:
+    """The AitbcNode name rule's message and the length limit it states (the limit is tuned in the model)."""
+    message = next((m for k, m in crd_rule_messages() if k == "AitbcNode" and m.startswith("metadata.name")), "")
+    limit = re.search(r"at most (\d+) characters", message)
+    return message, int(limit.group(1)) if limit else 0
+
+
 def unchanged(obj: Obj) -> None:
     """No mutation (the object itself is the bad one, or an update case starts from the sample as it is)."""
 
@@ -184,6 +208,7 @@ PG_URL_MESSAGE = (
     "chain data are always SQLite: a PostgreSQL URL is not allowed in DATABASE_URL/CHAIN_DB_URL "
     "(use mempool.databaseRef for the mempool)"
 )
+NODE_NAME_RULE, NODE_NAME_LIMIT = node_name_rule()
 BOTH_VALUES = {"name": "A", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
 DB, NODE = "AitbcDatabase", "AitbcNode"
 RULE_CASES: dict[str, RuleCase] = {
@@ -221,14 +246,8 @@ RULE_CASES: dict[str, RuleCase] = {
         DB, "caSecretRef is required when sslMode is verify-ca or verify-full",
         setter("spec.server.sslMode", "verify-full"), "spec.server.caSecretRef",
     ),
-    "node-name-dns1035": RuleCase(
-        NODE, "metadata.name must be a DNS-1035 label of at most 40 characters (it prefixes the names of the node's "
-        "StatefulSet, Deployment and Services)", unchanged, name="9-starts-with-a-digit",
-    ),
-    "node-name-too-long": RuleCase(
-        NODE, "metadata.name must be a DNS-1035 label of at most 40 characters (it prefixes the names of the node's "
-        "StatefulSet, Deployment and Services)", unchanged, name="n" * 41,
-    ),
+    "node-name-dns1035": RuleCase(NODE, NODE_NAME_RULE, unchanged, name="9-starts-with-a-digit"),
+    "node-name-too-long": RuleCase(NODE, NODE_NAME_RULE, unchanged, name="n" * (NODE_NAME_LIMIT + 1)),
     "node-chainId-in-chains": RuleCase(
         NODE, "chainId must be one of chains", setter("spec.chainId", "ait-devnet"), "spec.chainId",
     ),
@@ -263,23 +282,6 @@ RULE_CASES: dict[str, RuleCase] = {
         before=setter("spec.storage.pvc.size", "10Gi"),
     ),
 }
-
-
-def crd_rule_messages() -> set[tuple[str, str]]:
-    """(kind, message) of every x-kubernetes-validations rule in crds/."""
-    found: set[tuple[str, str]] = set()
-
-    def walk(kind: str, schema: Obj) -> None:
-        found.update((kind, rule["message"]) for rule in schema.get("x-kubernetes-validations", []))
-        for child in schema.get("properties", {}).values():
-            walk(kind, child)
-        for key in ("items", "additionalProperties"):
-            if isinstance(schema.get(key), dict):
-                walk(kind, schema[key])
-
-    for kind, crd in load_crds().items():
-        walk(kind, root_schema(crd))
-    return found
 
 
 def test_every_cel_rule_has_a_case() -> None:

@@ -1,0 +1,299 @@
+"""`make demo`: a throwaway PostgreSQL, the local control plane, the CRDs, the operator and the samples, then status.
+
+    python -m tests.cluster.demo up      # start everything (state, logs and kubeconfig under .demo/)
+    python -m tests.cluster.demo status  # print the resources again
+    python -m tests.cluster.demo down    # stop everything and remove .demo/
+
+The processes outlive `up` (each in its own session); `.demo/state.json` records their process groups for `down`.
+Nothing is faked: what `kubectl get aitbc -A` shows is what the operator (as far as it is written) reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.cluster.cluster import (
+    Cluster,
+    ClusterError,
+    LocalCluster,
+    free_ports,
+    process_alive,
+    stop_components,
+    tail_of,
+    terminate_groups,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / ".demo"
+STATE = DEMO / "state.json"
+NAMESPACE = "aitbc-demo"
+ADMIN_ROLE = "aitbc_admin"
+WAIT_SECONDS = float(os.environ.get("AITBC_DEMO_WAIT", "60"))
+
+
+def say(message: str) -> None:
+    """Progress on stderr, so that stdout carries only the final status."""
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class State:
+    """What `up` started, for `status` and `down`."""
+
+    groups: dict[str, int] = field(default_factory=dict)  # component -> process group id (operator, cluster)
+    pg_data: str = ""
+    pg_port: int = 0
+    kubeconfig: str = ""
+
+    def save(self) -> None:
+        """Write .demo/state.json (after every step, so `down` can clean up a half-finished `up`)."""
+        DEMO.mkdir(exist_ok=True)
+        STATE.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls) -> State | None:
+        """The recorded state, or None when no demo was started."""
+        return cls(**json.loads(STATE.read_text())) if STATE.exists() else None
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------------------------
+
+def postgres_bin() -> Path:
+    """The newest Debian PostgreSQL server (`make system-deps` installs postgresql-15)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise ClusterError("no PostgreSQL server under /usr/lib/postgresql: run `make system-deps`")
+    return found[-1].parent
+
+
+def as_postgres() -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the `postgres` user."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def start_postgres(state: State) -> tuple[str, str]:
+    """initdb + start a server on a free port of 127.0.0.1; create the admin role. Returns (admin user, password)."""
+    import psycopg
+    from psycopg import sql
+
+    pg_bin, base = postgres_bin(), DEMO / "postgres"
+    base.mkdir(parents=True)
+    superuser_password, admin_password = secrets.token_hex(16), secrets.token_hex(16)
+    pwfile = base / "superuser-password"
+    pwfile.write_text(superuser_password + "\n")
+    pwfile.chmod(0o600)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        shutil.chown(pwfile, "postgres", "postgres")
+    data = base / "data"
+    run([*as_postgres(), str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
+         "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions"])
+    (port,) = free_ports(1)
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {shlex.quote(str(base))}"
+    state.pg_data, state.pg_port = str(data), port
+    state.save()
+    run([*as_postgres(), str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"), "-o", options,
+         "-w", "-t", "60", "start"], new_session=True)  # its own session: a Ctrl-C here does not stop the server
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=superuser_password,
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB PASSWORD {}").format(
+            sql.Identifier(ADMIN_ROLE), sql.Literal(admin_password)))
+    return ADMIN_ROLE, admin_password
+
+
+def stop_postgres(state: State) -> None:
+    """pg_ctl stop (fast), when a data directory was recorded."""
+    if state.pg_data and Path(state.pg_data, "postmaster.pid").exists():
+        run([*as_postgres(), str(postgres_bin() / "pg_ctl"), "-D", state.pg_data, "-m", "fast", "-w", "stop"],
+            check=False)
+
+
+def admin_secret(user: str, password: str, port: int) -> dict[str, Any]:
+    """The `postgres-admin` Secret the samples reference (keys uri, host, port, username, password)."""
+    uri = f"postgresql://{urllib.parse.quote(user)}:{urllib.parse.quote(password)}@127.0.0.1:{port}/postgres"
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "postgres-admin", "namespace": NAMESPACE},
+        "stringData": {"uri": uri, "host": "127.0.0.1", "port": str(port), "username": user, "password": password},
+    }
+
+
+# --- steps ------------------------------------------------------------------------------------------------------------
+
+def run(argv: list[str], *, check: bool = True, new_session: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure raise ClusterError with its output."""
+    result = subprocess.run(argv, capture_output=True, text=True, start_new_session=new_session)
+    if check and result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()
+        raise ClusterError(f"{Path(argv[0]).name} failed ({result.returncode}): {output}")
+    return result
+
+
+def install_crds(cluster: Cluster) -> None:
+    """Apply crds/ and wait until the CRDs are Established."""
+    from tests.cluster.fixtures import crd_files
+
+    files = crd_files()
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={f}" for f in files))
+    names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+
+
+def start_operator(state: State, kubeconfig: Path) -> None:
+    """`aitbc-operator run --standalone` in the background, log in .demo/operator.log."""
+    health, metrics = free_ports(2)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "AITBC_HEALTH_PORT": str(health),
+           "AITBC_METRICS_PORT": str(metrics), "AITBC_LEADER_ELECTION": "false"}
+    with (DEMO / "operator.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aitbc_operator.cli", "run", "--standalone"], cwd=ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    state.groups["operator"] = proc.pid
+    state.save()
+    deadline = time.monotonic() + 5  # a broken operator usually dies at import or startup: tell it now
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        say(f"the operator exited with code {proc.returncode}; last lines of .demo/operator.log:\n"
+            f"{tail_of(DEMO / 'operator.log', 20)}")
+
+
+def resources(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every AitbcDatabase and AitbcNode."""
+    items: list[dict[str, Any]] = json.loads(cluster.kubectl("get", "aitbc", "-A", "-o", "json").stdout)["items"]
+    return items
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    """Ready=True and observedGeneration current."""
+    status = obj.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return ready and status.get("observedGeneration") == obj["metadata"].get("generation")
+
+
+def wait_for_resources(cluster: Cluster, seconds: float) -> tuple[int, int]:
+    """Poll until every resource is Ready or the time is up; (ready, total)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        items = resources(cluster)
+        ready = sum(is_ready(o) for o in items)
+        if (items and ready == len(items)) or time.monotonic() > deadline:
+            return ready, len(items)
+        time.sleep(1)
+
+
+def print_status(cluster: Cluster, state: State) -> None:
+    """`kubectl get aitbc -A`, the children, and how to go on."""
+    print("$ kubectl get aitbc -A")
+    print(cluster.kubectl("get", "aitbc", "-A").stdout.rstrip() or "(none)")
+    children = cluster.kubectl("get", "statefulsets,deployments,pods,services,configmaps,secrets", "-n", NAMESPACE,
+                               "--field-selector=metadata.name!=kube-root-ca.crt", check=False)
+    print(f"\n$ kubectl get statefulsets,deployments,pods,services,configmaps,secrets -n {NAMESPACE}")
+    print(children.stdout.rstrip() or children.stderr.rstrip())
+    operator = state.groups.get("operator")
+    alive = operator is not None and process_alive(operator)
+    print(f"\noperator: {'running' if alive else 'NOT running'} (log: {DEMO / 'operator.log'})")
+    print(f"PostgreSQL: 127.0.0.1:{state.pg_port} (log: {DEMO / 'postgres' / 'postgres.log'})")
+    print(f"control plane logs: {DEMO / 'cluster' / 'logs'}")
+    print(f"try it:  export KUBECONFIG={state.kubeconfig}")
+    print("stop it: make demo-down")
+
+
+# --- commands ---------------------------------------------------------------------------------------------------------
+
+def up() -> int:
+    """Start everything and print the status; on failure stop what was started and keep the logs."""
+    existing = State.load()
+    cluster_groups = {n: g for n, g in (existing.groups if existing else {}).items() if n != "operator"}
+    if existing and cluster_groups and all(process_alive(g) for g in cluster_groups.values()):
+        say("already running")
+        print_status(Cluster(Path(existing.kubeconfig)), existing)
+        return 0
+    if existing:
+        say("cleaning up a previous demo that is no longer running")
+        down(remove=True)
+    began = time.monotonic()
+    DEMO.mkdir(exist_ok=True)
+    state = State()
+    state.save()
+    try:
+        say("starting PostgreSQL")
+        user, password = start_postgres(state)
+        say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
+        cluster = LocalCluster(DEMO / "cluster", detach=True)
+        try:
+            cluster.start()
+        finally:
+            state.groups.update(cluster.process_groups())
+            state.kubeconfig = str(cluster.kubeconfig)
+            state.save()
+        say(f"control plane ready in {cluster.timings['total']:.1f} s; installing the CRDs")
+        install_crds(cluster)
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(admin_secret(user, password, state.pg_port)))
+        say("starting the operator")
+        start_operator(state, cluster.kubeconfig)
+        say(f"applying crds/samples to namespace {NAMESPACE}")
+        cluster.kubectl("apply", "-n", NAMESPACE, "-k", str(ROOT / "crds" / "samples"))
+        say(f"waiting up to {WAIT_SECONDS:.0f} s for the resources to become Ready")
+        ready, total = wait_for_resources(cluster, WAIT_SECONDS)
+    except BaseException as error:
+        say(f"FAILED: {error}\nstopping what was started; logs kept in {DEMO}")
+        down(remove=False)
+        return 1
+    say(f"up in {time.monotonic() - began:.0f} s; {ready} of {total} resources Ready")
+    print_status(cluster, state)
+    return 0
+
+
+def status() -> int:
+    """Print the status of a running demo."""
+    state = State.load()
+    if state is None or not state.kubeconfig:
+        say("no demo running (make demo)")
+        return 1
+    print_status(Cluster(Path(state.kubeconfig)), state)
+    return 0
+
+
+def down(*, remove: bool = True) -> int:
+    """Stop the operator, the control plane and PostgreSQL; remove .demo/ unless told to keep it."""
+    state = State.load()
+    if state is not None:
+        operator = {n: g for n, g in state.groups.items() if n == "operator"}
+        terminate_groups(operator)
+        stop_components({n: g for n, g in state.groups.items() if n != "operator"})
+        stop_postgres(state)
+    if remove:
+        shutil.rmtree(DEMO, ignore_errors=True)
+        say("demo stopped and .demo/ removed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: up | status | down."""
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "status", "down"])
+    args = parser.parse_args(argv)
+    commands = {"up": up, "status": status, "down": down}
+    return commands[args.command]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
