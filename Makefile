@@ -51,6 +51,7 @@ cluster-bins: ## build kube-apiserver, controller-manager, scheduler, kubectl, e
 .PHONY: generate
 generate: venv ## regenerate every generated file (CRDs, chart CRDs, golden files)
 	$(BIN)/aitbc-operator crds
+	$(BIN)/aitbc-operator manifests
 	$(BIN)/python -m tests.golden.regen
 
 # --- quality gates ----------------------------------------------------------------------------------------------------
@@ -60,6 +61,7 @@ lint: venv ## ruff, mypy --strict, import-linter layer contracts, CRD drift
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/aitbc-operator crds --check
+	$(BIN)/aitbc-operator manifests --check
 
 .PHONY: unit
 unit: venv ## fast unit tests only (no cluster, no PostgreSQL, no Btrfs)
