@@ -12,6 +12,7 @@ from . import metrics
 from . import settings as settings_mod
 from .k8s.client import Kube, load_api_client
 from .k8s.lease import LeaderLock
+from .postgres import ServerPool
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     memo["settings"] = cfg
     memo["kube"] = Kube(load_api_client())
     memo["locks"] = {}
+    memo["pg"] = ServerPool()
 
 
 @kopf.on.cleanup()

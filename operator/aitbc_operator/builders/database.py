@@ -1,10 +1,15 @@
-"""Pure builder of the AitbcDatabase connection Secret's data (the Secret object around it is built elsewhere)."""
+"""Pure builders of the AitbcDatabase connection Secret: its data (URLs via SQLAlchemy) and the object around it."""
 
 from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy.engine import URL
 
 from ..models.database import AitbcDatabaseSpec, Service
+from .common import child_metadata
 
 #: The SQLAlchemy dialect+driver the AITBC services use (runbook: postgresql+psycopg://...).
 SQLALCHEMY_DRIVER = "postgresql+psycopg"
@@ -53,3 +58,20 @@ def connection_secret_data(spec: AitbcDatabaseSpec, *, server_host: str, server_
     if spec.service is Service.COORDINATOR:
         data["DATABASE_ADAPTER"] = "postgresql"
     return data
+
+
+COMPONENT_DATABASE = "database"
+
+
+def connection_secret(owner: Mapping[str, Any], spec: AitbcDatabaseSpec, data: Mapping[str, str]) -> dict[str, Any]:
+    """The connection Secret around `data`: stable name, owner reference, extra labels/annotations from the spec.
+
+    Values are base64-encoded into `data` (not `stringData`) so the live object can be compared field by field.
+    Server-side apply owns only these keys: keys someone else added to the Secret are left alone.
+    """
+    meta = child_metadata(
+        owner, spec.secret_name(owner["metadata"]["name"]), COMPONENT_DATABASE,
+        labels=spec.secret.labels, annotations=spec.secret.annotations,
+    )
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "data": encoded}

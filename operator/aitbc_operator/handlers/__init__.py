@@ -1,5 +1,5 @@
 """Thin kopf handlers: parse the resource, call a service, return status. Importing this package registers them."""
 
-from . import node
+from . import database, node
 
-__all__ = ["node"]
+__all__ = ["database", "node"]
