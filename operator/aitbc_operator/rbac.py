@@ -8,6 +8,8 @@ The roles are split so that a reader sees who needs what:
   CRDs and namespaces are cluster-scoped, so it is always bound cluster-wide.
 - ``APPLICATION`` (ClusterRole): what the reconcilers read and write. Only namespaced resources, so it is bound either
   cluster-wide (ClusterRoleBinding) or, when only some namespaces are watched, by a RoleBinding in each of them.
+- ``CLAIMS`` (ClusterRole, always bound cluster-wide): listing AitbcDatabases in every namespace, because a database or
+  role name on a PostgreSQL server belongs to one AitbcDatabase cluster-wide (even when few namespaces are watched).
 - ``LEADER_ELECTION`` (Role in the operator's own namespace): the Lease that lets one replica of several reconcile.
 """
 
@@ -98,6 +100,16 @@ APPLICATION = Role(
     ),
 )
 
+CLAIMS = Role(
+    suffix="claims",
+    description="Cluster-wide read of AitbcDatabases: who claims which database and role on which server.",
+    rules=(
+        Rule((GROUP,), ("aitbcdatabases",), ("list",),
+             "Name claims (reconcilers/database.py): a database or role name on one PostgreSQL server belongs to the"
+             " first AitbcDatabase that claimed it in any namespace; Drop is refused while another one uses it."),
+    ),
+)
+
 #: The Lease the replicas compete for (settings.leader_election_name, AITBC_LEADER_ELECTION_NAME). Shared by every
 #: installation in a namespace, so two installations there cannot both reconcile.
 LEADER_LEASE = "aitbc-operator-leader"
@@ -115,7 +127,7 @@ LEADER_ELECTION = Role(
     ),
 )
 
-ROLES = (FRAMEWORK, APPLICATION, LEADER_ELECTION)
+ROLES = (FRAMEWORK, APPLICATION, CLAIMS, LEADER_ELECTION)
 
 DEFAULT_PREFIX = "aitbc-operator"
 
