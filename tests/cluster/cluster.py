@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_K8S_VERSION = "v1.34.4"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
@@ -53,6 +54,12 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 KWOK_STAGES = "kwok-stages.yaml"
 # Clients first, then the apiserver, then etcd: an apiserver whose etcd is gone does not finish its shutdown.
 STOP_STAGES = (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",))
+
+
+def crd_files() -> list[Path]:
+    """The generated CRD manifests of the repository (crds/*.yaml without the kustomization)."""
+    manifests = sorted((REPO_ROOT / "crds").glob("*.yaml"))
+    return [p for p in manifests if yaml.safe_load(p.read_text()).get("kind") == "CustomResourceDefinition"]
 
 
 def k8s_version() -> str:
@@ -116,7 +123,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether `pid` is a live process (a zombie counts as dead)."""
     try:
         os.kill(pid, 0)
@@ -145,7 +152,7 @@ def terminate_groups(groups: Mapping[str, int], timeout: float = 15.0) -> None:
         for name, pgid in list(pending.items()):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pgid, os.WNOHANG)
-            if not _alive(pgid):
+            if not process_alive(pgid):
                 del pending[name]
         if pending:
             time.sleep(0.1)
@@ -229,6 +236,22 @@ def kubeconfig_dict(server: str, ca_file: Path, user: str, token: str) -> dict[s
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "aitbc-local", "context": {"cluster": "aitbc-local", "user": user}}],
         "current-context": "aitbc-local",
+    }
+
+
+def default_storage_class() -> dict[str, Any]:
+    """The default StorageClass `standard`, served by the controller-manager's test-only hostPath provisioner.
+
+    PVCs (e.g. an AitbcNode's chain volume, volumeClaimTemplates) get a PersistentVolume under /tmp/hostpath_pv/
+    (which kwok's pods never touch); it is deleted with the claim.
+    """
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kubernetes.io/host-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
     }
 
 
@@ -325,7 +348,7 @@ class LocalCluster(Cluster):
 
     def __init__(
         self, workdir: Path, *, bin_dir: Path | None = None, nodes: Iterable[str] = NODE_NAMES,
-        detach: bool = False, timeout: float = 120.0,
+        detach: bool = False, timeout: float = 120.0, crds: Iterable[Path] = (),
     ) -> None:
         self.workdir = workdir.resolve()
         super().__init__(self.workdir / "kubeconfig", bin_dir)
@@ -334,6 +357,7 @@ class LocalCluster(Cluster):
         self.node_names = tuple(nodes)
         self.detach = detach
         self.timeout = timeout
+        self.crds = tuple(crds)
         self.components: dict[str, Component] = {}
         self.timings: dict[str, float] = {}
         self.server = ""
@@ -415,10 +439,12 @@ class LocalCluster(Cluster):
         self._wait("etcd", began, lambda: self._http_ok(f"http://127.0.0.1:{etcd_client}/health", None))
         self._launch("kube-apiserver", self._apiserver_argv(etcd_client, api_port))
         self._wait("kube-apiserver", began, lambda: self._apiserver_ready())
+        self._install_crds()
         self._launch("kube-controller-manager", self._controller_manager_argv(cm_port))
         self._launch("kube-scheduler", self._scheduler_argv(sched_port))
         self._launch("kwok", self._kwok_argv())
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([fake_node(n) for n in self.node_names]))
+        objects = [*(fake_node(n) for n in self.node_names), default_storage_class()]
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
@@ -427,6 +453,14 @@ class LocalCluster(Cluster):
         ))
         self._wait("kube-scheduler", began, lambda: self._http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure))
         self._wait("kwok", began, self._nodes_ready)
+
+    def _install_crds(self) -> None:
+        """CRDs given to the constructor, installed before the controller-manager starts: its garbage collector
+        then watches their kinds from the start (a CRD added later is picked up only by its next 30 s resync)."""
+        if not self.crds:
+            return
+        self.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={p}" for p in self.crds))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def _write_tokens_and_kubeconfigs(self, ids: Mapping[str, Identity]) -> None:
         lines = [f'{i.token},{i.user},{i.user},"{",".join(i.groups)}"' for i in ids.values()]
@@ -481,6 +515,7 @@ class LocalCluster(Cluster):
             f"--service-account-private-key-file={self.pki / 'sa.key'}", f"--root-ca-file={self.pki / 'ca.crt'}",
             f"--cluster-signing-cert-file={self.pki / 'ca.crt'}", f"--cluster-signing-key-file={self.pki / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--enable-hostpath-provisioner=true",  # dynamic PersistentVolumes for the `standard` StorageClass
             "--profiling=false",
         ]
 

@@ -30,6 +30,7 @@ from tests.cluster.cluster import (
     Cluster,
     ClusterError,
     LocalCluster,
+    crd_files,
     free_ports,
     process_alive,
     stop_components,
@@ -145,8 +146,6 @@ def run(argv: list[str], *, check: bool = True, new_session: bool = False) -> su
 
 def install_crds(cluster: Cluster) -> None:
     """Apply crds/ and wait until the CRDs are Established."""
-    from tests.cluster.fixtures import crd_files
-
     files = crd_files()
     cluster.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={f}" for f in files))
     names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
@@ -236,7 +235,7 @@ def up() -> int:
         say("starting PostgreSQL")
         user, password = start_postgres(state)
         say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
-        cluster = LocalCluster(DEMO / "cluster", detach=True)
+        cluster = LocalCluster(DEMO / "cluster", detach=True, crds=crd_files())
         try:
             cluster.start()
         finally:

@@ -23,19 +23,11 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.cluster.cluster import Cluster, LocalCluster
+from tests.cluster.cluster import Cluster, LocalCluster, crd_files
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = ROOT / "crds"
 CLUSTER_FIXTURES = frozenset({"k8s_cluster", "aitbc_crds", "kubeconfig", "kube", "namespace"})
 _CLUSTER_KEY = pytest.StashKey[Cluster]()
 _FAILED_KEY = pytest.StashKey[list[str]]()
-
-
-def crd_files() -> list[Path]:
-    """The generated CRD manifests (not the kustomization)."""
-    manifests = sorted(CRD_DIR.glob("*.yaml"))
-    return [p for p in manifests if yaml.safe_load(p.read_text()).get("kind") == "CustomResourceDefinition"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> None:
@@ -84,7 +76,7 @@ def k8s_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         request.config.stash[_CLUSTER_KEY] = cluster
         yield cluster
         return
-    local = LocalCluster(tmp_path_factory.mktemp("k8s"))
+    local = LocalCluster(tmp_path_factory.mktemp("k8s"), crds=crd_files())
     request.config.stash[_CLUSTER_KEY] = local
     local.start()  # on failure: ComponentNotReady names the component and shows its log tail
     try:

@@ -72,7 +72,7 @@ def test_deployment_rolls_out_on_the_simulated_nodes(kube: client.ApiClient, nam
     wait_until(second_revision_ready, 60, "Deployment web to roll out its second revision")
 
 
-def test_statefulset_rolls_out_in_order(kube: client.ApiClient, namespace: str) -> None:
+def test_statefulset_with_volume_claims_rolls_out(kube: client.ApiClient, namespace: str) -> None:
     apps = client.AppsV1Api(kube)
     core = client.CoreV1Api(kube)
     core.create_namespaced_service(namespace, {
@@ -82,7 +82,9 @@ def test_statefulset_rolls_out_in_order(kube: client.ApiClient, namespace: str) 
     apps.create_namespaced_stateful_set(namespace, {
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
         "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": labels_for("db")},
-                 "template": pod_template("db")},
+                 "template": pod_template("db"),
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                     "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]},
     })
 
     def ready() -> bool:
@@ -91,6 +93,9 @@ def test_statefulset_rolls_out_in_order(kube: client.ApiClient, namespace: str) 
     wait_until(ready, 60, "StatefulSet db to have 2 ready replicas")
     names = sorted(p.metadata.name for p in core.list_namespaced_pod(namespace).items)
     assert names == ["db-0", "db-1"]
+    claims = core.list_namespaced_persistent_volume_claim(namespace).items
+    assert sorted((c.metadata.name, c.status.phase) for c in claims) == [("data-db-0", "Bound"), ("data-db-1", "Bound")]
+    assert {c.spec.storage_class_name for c in claims} == {"standard"}, "the default StorageClass provisions them"
 
 
 def test_deleting_an_owner_garbage_collects_its_child(kube: client.ApiClient, namespace: str) -> None:

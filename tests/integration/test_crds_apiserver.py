@@ -25,7 +25,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.cluster.fixtures import crd_files
+from tests.cluster.cluster import crd_files
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted(p for p in (ROOT / "crds" / "samples").glob("*.yaml") if p.name != "kustomization.yaml")
