@@ -29,8 +29,8 @@ class OperatorProcess:
     """One `aitbc-operator run --standalone` process with its own log file."""
 
     def __init__(self, kubeconfig: Path, log: Path, *, namespaces: tuple[str, ...] = (),
-                 env: Mapping[str, str] | None = None) -> None:
-        self.kubeconfig, self.log, self.namespaces = kubeconfig, log, namespaces
+                 env: Mapping[str, str] | None = None, standalone: bool = True) -> None:
+        self.kubeconfig, self.log, self.namespaces, self.standalone = kubeconfig, log, namespaces, standalone
         self.health_port, self.metrics_port = free_ports(2)
         self.env = {
             **os.environ,
@@ -47,7 +47,7 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60.0) -> OperatorProcess:
         """Start and wait until the liveness endpoint answers (kopf is watching)."""
-        args = [str(SCRIPT), "run", "--standalone"]
+        args = [str(SCRIPT), "run", *(["--standalone"] if self.standalone else [])]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         with self.log.open("ab") as out:

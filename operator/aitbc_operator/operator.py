@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
+import contextlib
+import http.server
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -66,6 +69,37 @@ def _probe_kube(memo: kopf.Memo, **_: Any) -> str:
     return "ok" if kube is not None else "starting"
 
 
+class _StandbyHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        ok = self.path.split("?")[0] == "/healthz"
+        body = b'{"standby": "waiting for the leader lease"}' if ok else b"not found"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes are not worth a log line."""
+
+
+@contextlib.contextmanager
+def standby_health_endpoint(port: int) -> Iterator[None]:
+    """Serve `/healthz` (200) while this replica waits to lead; released before kopf binds the same port."""
+    if not port:
+        yield
+        return
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), _StandbyHandler)  # noqa: S104 (probes come from the kubelet)
+    thread = threading.Thread(target=server.serve_forever, name="standby-health", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: bool = False) -> int:
     """Run the operator until it is stopped (SIGINT/SIGTERM) or loses leadership; returns the exit code."""
     from . import handlers  # noqa: F401  (registers the handlers)
@@ -77,9 +111,6 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
     watched = namespaces or cfg.namespaces
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
-    # A concurrent Future, not a threading.Event: kopf awaits an Event in an executor thread that would then keep the
-    # process alive after a SIGTERM; a Future is awaited natively.
-    stop: concurrent.futures.Future[None] | None = None
     lost = threading.Event()
     lock: LeaderLock | None = None
     if cfg.leader_election and not standalone:
@@ -87,24 +118,33 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
             Kube(load_api_client()), cfg.leader_election_namespace, cfg.leader_election_name, cfg.identity
         )
         log.info("waiting for the leader lease %s/%s", cfg.leader_election_namespace, cfg.leader_election_name)
-        if not lock.acquire():
-            return 1
-        stop = concurrent.futures.Future()
+        # A standby replica is alive: answer the probes until kopf (and its own endpoint) takes over the port.
+        with standby_health_endpoint(cfg.health_port):
+            if not lock.acquire():
+                return 1
 
-        def on_lost() -> None:
-            lost.set()
-            if stop is not None and not stop.done():
-                stop.set_result(None)
+    async def operate() -> None:
+        # An asyncio.Event of kopf's own loop: kopf waits for thread-level flags in an executor thread, which would
+        # keep the process alive after a SIGTERM.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if lock is not None:
 
-        lock.keep(on_lost)
-    try:
-        kopf.run(
+            def on_lost() -> None:
+                lost.set()
+                loop.call_soon_threadsafe(stop.set)
+
+            lock.keep(on_lost)
+        await kopf.operator(
             standalone=True,
             clusterwide=not watched,
             namespaces=watched,
             liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
             stop_flag=stop,
         )
+
+    try:
+        asyncio.run(operate())
     finally:
         if lock is not None and not lost.is_set():
             lock.release()
