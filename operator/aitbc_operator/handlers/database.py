@@ -13,7 +13,14 @@ from ..builders.common import LABEL_MANAGED_BY, MANAGED_BY
 from ..builders.database import COMPONENT_DATABASE
 from ..k8s import resources as r
 from ..k8s.client import FIELD_MANAGER, Kube
-from ..reconcilers.database import DatabaseOutcome, delete_database, reconcile_database
+from ..reconcilers.database import (
+    DROP_REFUSED_RETRY,
+    DatabaseOutcome,
+    delete_database,
+    parse_spec,
+    reconcile_database,
+)
+from ..reconcilers.database_policy import rotation_token
 from ..settings import load as load_settings
 from .common import event, guarded, now, object_lock
 
@@ -22,6 +29,8 @@ KIND = "AitbcDatabase"
 PLURAL = "aitbcdatabases"
 #: Read at import: kopf timers take their interval at registration.
 DRIFT_INTERVAL = load_settings().drift_interval
+#: A Drop refused because another AitbcDatabase uses the names is retried this often (at most every minute).
+REFUSED_DROP_RETRY = min(DROP_REFUSED_RETRY, DRIFT_INTERVAL)
 
 
 async def reconcile(
@@ -51,6 +60,36 @@ async def database_changed(namespace: str | None, name: str, memo: kopf.Memo, **
     await reconcile(memo, namespace, name)
 
 
+def rotation_requested(body: kopf.Body, **_: Any) -> bool:
+    """Whether the rotation token (spec field or annotation) differs from the one the status recorded.
+
+    kopf leaves every annotation under its own storage prefix (``aitbc.io/``, see operator.py) out of the diff that
+    triggers on.update, so a change of the ``aitbc.io/rotate-password`` annotation alone would wait for the next drift
+    pass; this filter lets an event handler act on it at once.
+    """
+    observed = (body.get("status") or {}).get("observedRotationToken")
+    if observed is None or body.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    try:
+        spec = parse_spec(body)
+    except errors.InvalidSpec:
+        return False
+    return bool(observed != rotation_token(spec, body.get("metadata", {}).get("annotations") or {}))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=rotation_requested)
+async def database_rotation_requested(
+    type: str | None, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """A rotation was requested (e.g. by the annotation, which on.update does not see): converge now."""
+    if namespace is None or name is None or type == "DELETED":
+        return
+    try:
+        await reconcile(memo, namespace, name)
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
+        log.info("AitbcDatabase %s/%s (rotation request): %s", namespace, name, exc)
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, idle=None)
 async def database_drift(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Compare the server with the spec and repair drift; also performs scheduled rotations once due
@@ -76,7 +115,9 @@ async def database_deleted(
     async with object_lock(memo, KIND, namespace, name):
         live = await kube.get(r.AITBC_DATABASE, namespace, name) or dict(body)
         try:
-            outcome = await guarded(KIND, lambda: delete_database(kube, pool, live, now=now()))
+            outcome = await guarded(
+                KIND, lambda: delete_database(kube, pool, live, now=now(), refused_retry=REFUSED_DROP_RETRY)
+            )
         except (kopf.TemporaryError, kopf.PermanentError) as exc:
             event(live, "DeletionBlocked", str(exc), warning=True)
             raise

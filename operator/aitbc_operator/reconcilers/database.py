@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: A size change smaller than this (and 10 %) is not worth a status write on its own.
 SIZE_WRITE_THRESHOLD = 1 << 20
+#: Default seconds between retries of a Drop refused because another AitbcDatabase still uses the names.
+DROP_REFUSED_RETRY = 60.0
 
 
 @dataclass
@@ -163,7 +165,7 @@ async def _converge(
     for step in result.steps:
         recreated = step.action is postgres.Action.CREATE_DATABASE and step.drift
         reason = "DatabaseRecreated" if recreated else ("DriftRepaired" if step.drift else "Reconciled")
-        outcome.events.append((reason, step.message, recreated))
+        outcome.events.append((reason, step.message, step.drift))  # an out-of-band change is worth a Warning
         if step.drift:
             metrics.DRIFT_REPAIRS.labels("AitbcDatabase", step.action.value).inc()
     if rotation is not None:
@@ -191,9 +193,17 @@ async def _converge(
 
 
 async def delete_database(
-    kube: Kube, pool: postgres.ServerPool, body: Mapping[str, Any], *, now: datetime
+    kube: Kube,
+    pool: postgres.ServerPool,
+    body: Mapping[str, Any],
+    *,
+    now: datetime,
+    refused_retry: float = DROP_REFUSED_RETRY,
 ) -> DatabaseOutcome:
-    """The finalizer: Retain leaves everything; Drop drops database and role unless another resource uses them."""
+    """The finalizer: Retain leaves everything; Drop drops database and role unless another resource uses them.
+
+    A refused Drop is retried after ``refused_retry`` seconds (nothing tells this resource when the other one goes).
+    """
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     outcome = DatabaseOutcome()
@@ -221,7 +231,8 @@ async def delete_database(
         blocking = users_blocking_drop(me, await _claims(kube), server=server) if me is not None else []
         if blocking:
             raise errors.TemporaryError(
-                f"not dropping: still used by AitbcDatabase {', '.join(blocking)}", reason="DropRefused", delay=60
+                f"not dropping: still used by AitbcDatabase {', '.join(blocking)}", reason="DropRefused",
+                delay=refused_retry,
             )
         desired = postgres.DesiredDatabase.from_spec(spec, namespace=namespace, name=name)
         outcome.steps = await postgres.drop(pool, info, desired)
