@@ -54,5 +54,5 @@ def test_hostile_name_is_rejected_at_admission(kube: client.ApiClient, namespace
         client.CustomObjectsApi(kube).create_namespaced_custom_object(
             "aitbc.io", "v1alpha1", namespace, "aitbcdatabases", obj, dry_run="All")
     assert info.value.status == 422, info.value.body
-    causes = json.loads(info.value.body)["details"]["causes"]
+    causes = json.loads(info.value.body or "{}")["details"]["causes"]
     assert any(c.get("field") == f"spec.{field}" for c in causes), causes
