@@ -150,17 +150,13 @@ def terminate_groups(groups: Mapping[str, int], timeout: float = 15.0) -> None:
     pending = dict(groups)
     while pending and time.monotonic() < deadline:
         for name, pgid in list(pending.items()):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pgid, os.WNOHANG)
-            if not process_alive(pgid):
+            if not process_alive(pgid):  # a zombie counts as dead: its parent (Popen.wait, or init) reaps it
                 del pending[name]
         if pending:
             time.sleep(0.1)
     for pgid in pending.values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pgid, 0)
 
 
 def stop_components(groups: Mapping[str, int], timeout: float = 15.0) -> None:
@@ -387,7 +383,7 @@ class LocalCluster(Cluster):
         for component in self.components.values():
             if component.proc:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    component.proc.wait(timeout=1)
+                    component.proc.wait(timeout=5)  # reap, keeping the exit status
         if self in _RUNNING:
             _RUNNING.remove(self)
 
