@@ -198,9 +198,12 @@ class RolloutDecision:
 
     @property
     def rpc_config_current(self) -> bool:
-        """The RPC is (being) put on the desired hash: its ConfigMap must hold the desired environment.
+        """The RPC is (being) put on the desired hash: its ConfigMap and Deployment must follow the current spec.
 
-        Apply the RPC ConfigMap exactly when this is true (before the Deployment), never otherwise.
+        Apply the RPC ConfigMap and then the RPC Deployment exactly when this is true, never otherwise. While the
+        RPC stays on an older hash, its Deployment is left exactly as it is: rebuilt from the current spec it would
+        already carry parts of the new configuration (the hostPath directory and node, the mount path, placement)
+        under the old hash, i.e. be ahead of the node in substance, and restart although the node is not Ready.
         """
         return self.rpc is not None and self.rpc.config_hash == self.node_hash
 
