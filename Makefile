@@ -86,6 +86,11 @@ demo-down: venv ## stop the demo and remove its state
 demo-status: venv ## print the demo's resources again
 	$(BIN)/python -m tests.cluster.demo status
 
+# --- benchmarks -------------------------------------------------------------------------------------------------------
+.PHONY: bench-node
+bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)
+	$(BIN)/python -m benchmarks.node_bench $(BENCH_ARGS)
+
 # --- kind (needs Docker and kind; not runnable on the CI machine: checked statically by tests/unit/test_kind_config.py)
 KIND ?= kind
 KIND_CLUSTER ?= aitbc
