@@ -87,6 +87,12 @@ demo-status: venv ## print the demo's resources again
 	$(BIN)/python -m tests.cluster.demo status
 
 # --- benchmarks -------------------------------------------------------------------------------------------------------
+BENCH_COUNT ?= 200
+
+.PHONY: bench-db
+bench-db: venv system-deps cluster-bins ## AitbcDatabase benchmark: BENCH_COUNT resources to Ready vs the SQL floor, one idle drift pass
+	$(BIN)/python -m benchmarks.db_bench --count $(BENCH_COUNT)
+
 .PHONY: bench-node
 bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)
 	$(BIN)/python -m benchmarks.node_bench $(BENCH_ARGS)

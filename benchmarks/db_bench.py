@@ -1,0 +1,352 @@
+"""AitbcDatabase benchmark: N resources applied at once -> seconds until all are Ready, next to the floor (the same
+SQL run directly in one psycopg loop, benchmarks/db_floor.py), and what one idle drift pass over all N costs.
+
+    python -m benchmarks.db_bench [--count 200] [--kubeconfig PATH] [--admin-uri postgresql://...] [--workers N]
+
+Without --kubeconfig it starts its own local control plane (tests/cluster/cluster.py), without --admin-uri its own
+PostgreSQL 15 server with a non-superuser admin (tests/pg/server.py); the operator runs as a subprocess
+(`aitbc-operator run`, as in the integration tests). Everything it started or created is removed at the end.
+
+The idle drift pass runs the operator's own reconcile function in-process, once per resource, with a fresh `Kube` and
+`ServerPool`, and reads their counters (API requests by verb; SQL statements, DDL, role logins); the server log's DDL
+lines and the resourceVersions of the resources and Secrets are checked from the outside as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+from benchmarks.db_floor import create_floor
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from psycopg import sql
+from tests.cluster.cluster import LocalCluster, default_bin_dir
+from tests.factories import make_database
+from tests.operator_fixtures import OperatorProcess
+from tests.pg.server import PostgresServer, find_debian_bin_dir, find_embedded_bin_dir
+
+from aitbc_operator.k8s.client import Kube, load_api_client
+from aitbc_operator.k8s.resources import AITBC_DATABASE
+from aitbc_operator.passwords import generate_password
+from aitbc_operator.postgres import DesiredDatabase, ServerPool
+from aitbc_operator.reconcilers.database import reconcile_database
+
+GROUP, VERSION, PLURAL = "aitbc.io", "v1alpha1", "aitbcdatabases"
+ADMIN_ROLE = "aitbc_bench_admin"
+TARGET_RATIO = 2.0
+Obj = dict[str, Any]
+CRD_FILES = sorted((Path(__file__).resolve().parents[1] / "crds").glob("aitbc.io_*.yaml"))
+
+
+def say(message: str) -> None:
+    """Progress on stderr; the table goes to stdout."""
+    print(f"[db-bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- the PostgreSQL server ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Admin:
+    """The admin connection the operator and the floor use."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str = "postgres"
+
+    def conninfo(self) -> str:
+        return psycopg.conninfo.make_conninfo(host=self.host, port=self.port, user=self.user, password=self.password,
+                                              dbname=self.dbname, sslmode="disable")
+
+    def secret_data(self) -> dict[str, str]:
+        return {"host": self.host, "port": str(self.port), "username": self.user, "password": self.password,
+                "dbname": self.dbname}
+
+
+@contextmanager
+def postgres_server(admin_uri: str | None) -> Iterator[tuple[Admin, PostgresServer | None]]:
+    """The given server, or a throwaway PostgreSQL 15 (else the embedded newer major) with a non-superuser admin."""
+    if admin_uri:
+        parts = urllib.parse.urlsplit(admin_uri)
+        yield Admin(parts.hostname or "127.0.0.1", parts.port or 5432, urllib.parse.unquote(parts.username or ""),
+                    urllib.parse.unquote(parts.password or ""), parts.path.lstrip("/") or "postgres"), None
+        return
+    bin_dir = find_debian_bin_dir("15") or find_embedded_bin_dir()
+    if bin_dir is None:
+        raise SystemExit("no PostgreSQL server binaries: `make system-deps` installs postgresql-15")
+    server = PostgresServer(bin_dir, name="db-bench")
+    try:
+        server.start()
+        login = server.create_admin(ADMIN_ROLE, secrets.token_urlsafe(18))
+        yield Admin(login.host, login.port, login.user, login.password), server
+    finally:
+        server.cleanup()
+
+
+def drop_prefixed(admin: Admin, prefix: str) -> None:
+    """Drop every database and role named `<prefix>...` (the admin is a member of those roles, so it may)."""
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+        for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)):
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(str(name))))
+
+
+def server_version(admin: Admin) -> str:
+    with psycopg.connect(admin.conninfo()) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "?"
+
+
+# --- the cluster ----------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def kubernetes_cluster(kubeconfig: str | None, workdir: Path) -> Iterator[Path]:
+    """The given cluster, or a local control plane of our own; the CRDs installed either way."""
+    with ExitStack() as stack:
+        if kubeconfig:
+            path = Path(kubeconfig)
+        else:
+            cluster = LocalCluster(workdir / "k8s")
+            say("starting a local control plane")
+            cluster.start()
+            stack.callback(cluster.stop)
+            path = cluster.kubeconfig
+        kubectl = [str(default_bin_dir() / "kubectl"), f"--kubeconfig={path}"]
+        if not Path(kubectl[0]).exists():
+            kubectl[0] = "kubectl"
+        subprocess.run([*kubectl, "apply", "--server-side", "--force-conflicts",
+                        *(f"--filename={p}" for p in CRD_FILES)], check=True, capture_output=True)
+        subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
+                        "crd/aitbcdatabases.aitbc.io"], check=True, capture_output=True)
+        yield path
+
+
+# --- the measurements -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    count: int
+    workers: int
+    pg_version: str = ""
+    floor_seconds: float = 0.0
+    floor_statements: int = 0
+    floor_ddl: int = 0
+    apply_seconds: float = 0.0
+    ready_seconds: float = 0.0
+    idle_seconds: float = 0.0
+    idle_calls: dict[str, int] = field(default_factory=dict)
+    idle_statements: int = 0
+    idle_ddl: int = 0
+    idle_logins: int = 0
+    idle_log_ddl: int | None = None
+    idle_versions_changed: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.ready_seconds / self.floor_seconds if self.floor_seconds else float("inf")
+
+    @property
+    def idle_writes(self) -> int:
+        return sum(n for verb, n in self.idle_calls.items() if verb != "GET")
+
+
+def measure_floor(admin: Admin, count: int, results: Results) -> None:
+    prefix = "bench_floor_"
+    drop_prefixed(admin, prefix)
+    wanted = [DesiredDatabase(database=f"{prefix}{i:04d}", role=f"{prefix}{i:04d}", owner=f"bench/floor-{i}")
+              for i in range(count)]
+    say(f"floor: creating {count} databases and roles in one psycopg loop")
+    floor = create_floor(admin.conninfo(), wanted, password=generate_password())
+    results.floor_seconds, results.floor_statements, results.floor_ddl = floor.seconds, floor.statements, floor.ddl
+    drop_prefixed(admin, prefix)
+
+
+def create_all(api: client.ApiClient, namespace: str, count: int) -> None:
+    """Create the resources concurrently (as `kubectl apply` of a directory would, only faster)."""
+    crs = client.CustomObjectsApi(api)
+
+    def create(i: int) -> None:
+        obj = make_database(f"db-{i:04d}", service="mempool", databaseName=f"bench_op_{i:04d}",
+                            roleName=f"bench_op_{i:04d}")
+        crs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, obj)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(count)))
+
+
+def list_databases(api: client.ApiClient, namespace: str) -> list[Obj]:
+    found = cast(Obj, client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))
+    items: list[Obj] = found["items"]
+    return items
+
+
+def ready_count(api: client.ApiClient, namespace: str) -> int:
+    items = list_databases(api, namespace)
+    return sum(
+        1 for obj in items
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", []))
+    )
+
+
+def versions(api: client.ApiClient, namespace: str) -> dict[str, str]:
+    """resourceVersion of every AitbcDatabase and Secret in the namespace."""
+    found = {f"cr/{o['metadata']['name']}": str(o["metadata"]["resourceVersion"])
+             for o in list_databases(api, namespace)}
+    for secret in client.CoreV1Api(api).list_namespaced_secret(namespace).items:
+        meta = secret.metadata
+        if meta is not None:
+            found[f"secret/{meta.name}"] = str(meta.resource_version)
+    return found
+
+
+def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, count: int, workdir: Path,
+                     results: Results, timeout: float) -> None:
+    env = {"AITBC_DRIFT_INTERVAL": "3600", "AITBC_MAX_WORKERS": str(results.workers)}
+    proc = OperatorProcess(kubeconfig, workdir / "operator.log", namespaces=(namespace,), env=env).start()
+    try:
+        say(f"operator: applying {count} AitbcDatabases at once (log: {proc.log})")
+        started = time.monotonic()
+        create_all(api, namespace, count)
+        results.apply_seconds = time.monotonic() - started
+        deadline = started + timeout
+        while (ready := ready_count(api, namespace)) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {ready}/{count} Ready after {timeout:.0f} s; see {proc.log}")
+            time.sleep(0.2)
+        results.ready_seconds = time.monotonic() - started
+    finally:
+        proc.stop(timeout=60)
+
+
+def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer | None, results: Results) -> None:
+    """One drift pass over every resource, in-process, with the operator's reconcile function."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    before = versions(api, namespace)
+    log_offset = server.log_size() if server else 0
+    kube, pool = Kube(load_api_client(str(kubeconfig))), ServerPool()
+
+    async def drift_pass() -> None:
+        try:
+            bodies = await kube.list(AITBC_DATABASE, namespace)
+            for body in bodies:
+                await reconcile_database(kube, pool, body, now=datetime.now(UTC).replace(microsecond=0))
+        finally:
+            await pool.aclose()
+
+    started = time.monotonic()
+    kube.calls.clear()
+    asyncio.run(drift_pass())
+    results.idle_seconds = time.monotonic() - started
+    results.idle_calls = dict(kube.calls)
+    results.idle_statements, results.idle_ddl = pool.stats.statements, pool.stats.ddl
+    results.idle_logins = pool.stats.login_checks
+    if server is not None:
+        results.idle_log_ddl = len(server.ddl_statements(ADMIN_ROLE, since=log_offset))
+    after = versions(api, namespace)
+    results.idle_versions_changed = sum(1 for key, rv in after.items() if before.get(key) != rv)
+    kube.close()
+    api.close()
+
+
+def cleanup_namespace(api: client.ApiClient, namespace: str) -> None:
+    """Release the finalizers (the operator is gone; nothing is dropped: Retain) and delete the namespace."""
+    crs = client.CustomObjectsApi(api)
+    for obj in list_databases(api, namespace):
+        try:
+            crs.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, obj["metadata"]["name"],
+                                               {"metadata": {"finalizers": None}})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    client.CoreV1Api(api).delete_namespace(namespace)
+
+
+# --- report ---------------------------------------------------------------------------------------------------------
+
+
+def table(r: Results) -> str:
+    ok = r.ratio <= TARGET_RATIO
+    idle_ok = r.idle_writes == 0 and r.idle_ddl == 0 and not r.idle_log_ddl and r.idle_versions_changed == 0
+    calls = ", ".join(f"{verb} {n}" for verb, n in sorted(r.idle_calls.items())) or "none"
+    rows = [
+        ("create: all Ready through the operator", f"{r.ready_seconds:.1f} s", ""),
+        ("  of which applying the resources", f"{r.apply_seconds:.1f} s", ""),
+        ("create: floor (same SQL, one psycopg loop)",
+         f"{r.floor_seconds:.1f} s ({r.floor_statements} statements, {r.floor_ddl} DDL)", ""),
+        ("ratio operator / floor", f"{r.ratio:.2f}x", f"<= {TARGET_RATIO:.0f}x {'met' if ok else 'MISSED'}"),
+        ("idle drift pass: duration", f"{r.idle_seconds:.1f} s", ""),
+        ("idle drift pass: Kubernetes requests", calls, ""),
+        ("idle drift pass: Kubernetes writes", str(r.idle_writes), "0"),
+        ("idle drift pass: resourceVersions changed", str(r.idle_versions_changed), "0"),
+        ("idle drift pass: SQL statements (DDL)", f"{r.idle_statements} ({r.idle_ddl})", "read-only"),
+        ("idle drift pass: role logins (password check)", str(r.idle_logins), ""),
+        ("idle drift pass: DDL lines in the server log",
+         "n/a (external server)" if r.idle_log_ddl is None else str(r.idle_log_ddl), "0"),
+    ]
+    width = max(len(k) for k, _, _ in rows)
+    value_width = max(len(v) for _, v, _ in rows)
+    head = (f"AitbcDatabase benchmark: N={r.count}, PostgreSQL {r.pg_version}, operator workers {r.workers}, "
+            f"{os.cpu_count()} CPUs")
+    lines = [head, "-" * len(head)]
+    lines += [f"{k:<{width}}  {v:<{value_width}}  {t}".rstrip() for k, v, t in rows]
+    lines.append(f"verdict: ratio target {'met' if ok else 'missed'}; idle pass {'clean' if idle_ok else 'NOT clean'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200, help="number of AitbcDatabases (default 200)")
+    parser.add_argument("--kubeconfig", help="use this cluster instead of starting a local control plane")
+    parser.add_argument("--admin-uri", help="use this server's admin (postgresql://user:pw@host:port/db) instead of "
+                        "starting a PostgreSQL server (the server log is then not checked)")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("AITBC_MAX_WORKERS", "20")),
+                        help="the operator's AITBC_MAX_WORKERS (default 20)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting for Ready after this long")
+    args = parser.parse_args(argv)
+    results = Results(count=args.count, workers=args.workers)
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aitbc-db-bench-")))
+        admin, server = stack.enter_context(postgres_server(args.admin_uri))
+        results.pg_version = server_version(admin)
+        measure_floor(admin, args.count, results)
+        kubeconfig = stack.enter_context(kubernetes_cluster(args.kubeconfig, workdir))
+        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        stack.callback(api.close)
+        namespace = f"aitbc-bench-{secrets.token_hex(3)}"
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        stack.callback(drop_prefixed, admin, "bench_op_")
+        stack.callback(cleanup_namespace, api, namespace)
+        core.create_namespaced_secret(namespace, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="postgres-admin"), string_data=admin.secret_data()))
+        measure_operator(api, kubeconfig, namespace, args.count, workdir, results, args.timeout)
+        say("idle drift pass over every resource (in-process reconcile)")
+        measure_idle_pass(kubeconfig, namespace, server, results)
+        say("cleaning up")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
