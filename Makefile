@@ -91,7 +91,7 @@ BENCH_COUNT ?= 200
 
 .PHONY: bench-db
 bench-db: venv system-deps cluster-bins ## AitbcDatabase benchmark: BENCH_COUNT resources to Ready vs the SQL floor, one idle drift pass
-	$(BIN)/python -m benchmarks.db_bench --count $(BENCH_COUNT)
+	$(BIN)/python -m benchmarks.db_bench --count $(BENCH_COUNT) $(BENCH_ARGS)
 
 .PHONY: bench-node
 bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)
