@@ -235,6 +235,20 @@ def kubeconfig_dict(server: str, ca_file: Path, user: str, token: str) -> dict[s
     }
 
 
+#: Audit policy of ``LocalCluster(audit=True)``: metadata (who, verb, resource, name, response code; no bodies) of every
+#: request made with a ServiceAccount token, except the controllers' own (kube-system), which are most of the traffic.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
+
+
 def default_storage_class() -> dict[str, Any]:
     """The default StorageClass `standard`, served by the controller-manager's test-only hostPath provisioner.
 
@@ -340,11 +354,16 @@ class LocalCluster(Cluster):
     `detach=True` (the demo) lets the processes outlive this Python process: stop them later with
     `terminate_groups(cluster.process_groups())`. Otherwise they are stopped by stop(), at exit, on SIGTERM/SIGHUP,
     and by the kernel if this process dies abruptly.
+
+    `audit=True` makes the apiserver write an audit log (:data:`AUDIT_POLICY`, JSON lines) to :attr:`audit_log`;
+    `admission_plugins` are enabled in addition to the apiserver's default ones (e.g.
+    ``OwnerReferencesPermissionEnforcement``, which OpenShift enables and kube-apiserver does not by default).
     """
 
     def __init__(
         self, workdir: Path, *, bin_dir: Path | None = None, nodes: Iterable[str] = NODE_NAMES,
-        detach: bool = False, timeout: float = 120.0, crds: Iterable[Path] = (),
+        detach: bool = False, timeout: float = 120.0, crds: Iterable[Path] = (), audit: bool = False,
+        admission_plugins: Iterable[str] = (),
     ) -> None:
         self.workdir = workdir.resolve()
         super().__init__(self.workdir / "kubeconfig", bin_dir)
@@ -354,6 +373,8 @@ class LocalCluster(Cluster):
         self.detach = detach
         self.timeout = timeout
         self.crds = tuple(crds)
+        self.audit = audit
+        self.admission_plugins = tuple(admission_plugins)
         self.components: dict[str, Component] = {}
         self.timings: dict[str, float] = {}
         self.server = ""
@@ -390,6 +411,12 @@ class LocalCluster(Cluster):
     def process_groups(self) -> dict[str, int]:
         """Component name -> process group id, for stopping a detached cluster from another process."""
         return {n: c.proc.pid for n, c in self.components.items() if c.proc}
+
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log (JSON lines; only written with `audit=True`). Rotated copies, if any, lie next
+        to it as ``audit-<time>.log``."""
+        return self.logs_dir / "audit.log"  # type: ignore[operator]
 
     def api_get(self, path: str) -> Any:
         """GET a path of the apiserver as the admin and decode the JSON (raises urllib.error.HTTPError)."""
@@ -498,7 +525,19 @@ class LocalCluster(Cluster):
             "--allow-privileged=true",  # the operator's volume init container is privileged by default
             f"--cert-dir={self.workdir / 'certs'}",
             "--profiling=false",
+            *self._optional_apiserver_args(),
         ]
+
+    def _optional_apiserver_args(self) -> list[str]:
+        args = []
+        if self.admission_plugins:
+            args.append(f"--enable-admission-plugins={','.join(self.admission_plugins)}")
+        if self.audit:
+            policy = self.workdir / "audit-policy.yaml"
+            policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                     "--audit-log-maxsize=200", "--audit-log-maxbackup=2"]
+        return args
 
     def _controller_manager_argv(self, port: int) -> list[str]:
         kc = self.workdir / "kube-controller-manager.kubeconfig"
