@@ -1,13 +1,19 @@
 """Prometheus metrics of the operator (served on settings.metrics_port, path /metrics).
 
 Series:
-  aitbc_reconcile_total{kind, result}            reconciles by outcome (ok, temporary_error, permanent_error)
-  aitbc_reconcile_errors_total{kind, reason}     failed reconciles by condition reason
+  aitbc_reconcile_total{kind, result}            reconciles by outcome (ok, temporary_error, permanent_error, error)
+  aitbc_reconcile_errors_total{kind, reason}     failed reconciles by condition reason (e.g. AdminSecretNotFound)
   aitbc_reconcile_duration_seconds{kind}         reconcile duration histogram
-  aitbc_drift_repairs_total{kind, what}          drift repairs (role, ownership, connlimit, password, database)
-  aitbc_password_rotations_total{trigger}        password rotations (initial, token, schedule)
-  aitbc_rollout_phase{namespace, name, phase}    1 for the current rollout phase of each AitbcNode
-  aitbc_kube_writes_total{verb}                  Kubernetes write requests made by the operator
+  aitbc_drift_repairs_total{kind, what}          drift repaired on the PostgreSQL server, by action (CreateRole,
+                                                 EnableLogin, SetConnectionLimit, SetPassword, CreateDatabase,
+                                                 SetDatabaseOwner, ...: postgres.Action)
+  aitbc_password_rotations_total{trigger}        passwords generated, by trigger (initial, token, schedule)
+  aitbc_rollout_phase{namespace, name, phase}    1 for the current rollout phase of each AitbcNode, 0 for the others
+                                                 (Idle, RollingNode, RollingRpc, Stalled); removed with the AitbcNode
+  aitbc_kube_writes_total{verb, resource}        write requests of the operator's own API client (k8s/client.Kube:
+                                                 server-side applies, status patches, the leader Lease), by HTTP verb
+                                                 and resource, e.g. {verb="PATCH", resource="aitbcnodes/status"};
+                                                 kopf's own writes (finalizers, annotations, Events) are not counted
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ ROLLOUT_PHASE = Gauge(
     "aitbc_rollout_phase", "Current rollout phase of each AitbcNode (1 = current).",
     ["namespace", "name", "phase"], registry=REGISTRY,
 )
-KUBE_WRITES = Counter("aitbc_kube_writes", "Kubernetes write requests.", ["verb"], registry=REGISTRY)
+KUBE_WRITES = Counter(
+    "aitbc_kube_writes", "Kubernetes write requests of the operator's client.", ["verb", "resource"], registry=REGISTRY
+)
 
 ROLLOUT_PHASES = ("Idle", "RollingNode", "RollingRpc", "Stalled")
 

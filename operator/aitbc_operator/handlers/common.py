@@ -1,4 +1,4 @@
-"""What every handler shares: per-object locks, error translation for kopf, status writing, events."""
+"""What every handler shares: per-object locks, error translation for kopf, failure conditions, events."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Any, TypeVar, cast
 import kopf
 
 from .. import conditions, errors, metrics
-from ..k8s.client import Kube
-from ..k8s.resources import Kind
 from ..models.base import Condition
 
 T = TypeVar("T")
@@ -55,14 +53,6 @@ def failure_conditions(
         existing, ready=False, progressing=temporary, degraded=True, reason=exc.reason, message=exc.message,
         now=at, generation=generation,
     )
-
-
-async def write_status(kube: Kube, kind: Kind, body: Mapping[str, Any], status: dict[str, Any]) -> bool:
-    """Patch status only when it differs from what the object already has."""
-    written = await kube.patch_status(kind, body, status)
-    if written:
-        metrics.KUBE_WRITES.labels("PATCH").inc()
-    return written
 
 
 def event(body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:

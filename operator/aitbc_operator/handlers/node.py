@@ -68,8 +68,11 @@ async def node_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: A
 async def node_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Children go by garbage collection (a retained PVC and hostPath data stay); forget the metrics series."""
     assert namespace is not None
-    metrics.set_rollout_phase(namespace, name, None)
-    memo.setdefault(_REQUEUE, {}).pop((namespace, name), None)
+    # Under the object's lock: a reconcile still running (it read the object before the deletion) would otherwise
+    # set the series again after they were removed. Later ones see the deletionTimestamp and stop early.
+    async with object_lock(memo, KIND, namespace, name):
+        metrics.set_rollout_phase(namespace, name, None)
+        memo.setdefault(_REQUEUE, {}).pop((namespace, name), None)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)

@@ -21,7 +21,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from .. import errors
+from .. import errors, metrics
 from .diff import is_subset
 from .resources import SECRET, Kind, kind_of
 
@@ -102,6 +102,8 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         self.calls[method] += 1
+        if method != "GET":
+            metrics.KUBE_WRITES.labels(method, resource_of(path)).inc()
         try:
             response = self._api.call_api(
                 method_, url, header_params=header_params, body=body_, post_params=post, _request_timeout=self._timeout
@@ -203,6 +205,18 @@ class Kube:
         except errors.NotFound:
             return False
         return True
+
+
+def resource_of(path: str) -> str:
+    """The resource (and subresource) a REST path names: ``secrets``, ``aitbcnodes/status``, ``leases``."""
+    parts = path.split("?")[0].strip("/").split("/")
+    # /api/v1/<rest> or /apis/<group>/<version>/<rest>; rest = [namespaces/<ns>/]<resource>[/<name>[/<sub>]]
+    rest = parts[3:] if parts[0] == "apis" else parts[2:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    if not rest:
+        return "unknown"
+    return f"{rest[0]}/{rest[2]}" if len(rest) > 2 else rest[0]
 
 
 def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
