@@ -2,9 +2,11 @@
 
 Pure data plus its renderings, written by `aitbc-operator manifests` and drift-checked by the tests.
 Least privilege: exact API groups, resources and verbs, no wildcards, each rule with the reason it exists.
+tests/integration/test_rbac_usage.py runs the operator under exactly these rules through a whole lifecycle and
+compares them with the apiserver's audit log both ways: nothing refused, and no verb granted that nothing needed.
 The roles are split so that a reader sees who needs what:
 
-- ``FRAMEWORK`` (ClusterRole): what kopf itself does: resource discovery, namespace watching, posting Events.
+- ``FRAMEWORK`` (ClusterRole): what kopf itself does: watching CRDs, namespace watching, posting Events.
   CRDs and namespaces are cluster-scoped, so it is always bound cluster-wide.
 - ``APPLICATION`` (ClusterRole): what the reconcilers read and write. Only namespaced resources, so it is bound either
   cluster-wide (ClusterRoleBinding) or, when only some namespaces are watched, by a RoleBinding in each of them.
@@ -23,9 +25,12 @@ import yaml
 
 from . import GROUP
 
-#: Verbs for objects the operator owns and converges with server-side apply (SSA creating an object needs `create`
-#: besides `patch`), and deletes when the spec no longer wants them (e.g. the RPC Service of a removed port).
-_OWNED = ("get", "list", "watch", "create", "patch", "delete")
+#: Verbs for children the operator converges with server-side apply: read the live object, apply (an apply that
+#: creates the object is authorized for `create` besides `patch`). Never `delete`: children go with their owner by
+#: garbage collection (ownerReferences), and a retained chain volume claim outlives it.
+_APPLIED = ("get", "create", "patch")
+#: Children whose changes the operator also watches (kopf event handlers list and watch them).
+_APPLIED_WATCHED = ("get", "list", "watch", "create", "patch")
 _READ = ("get", "list", "watch")
 
 
@@ -65,14 +70,17 @@ class Role:
 
 FRAMEWORK = Role(
     suffix="framework",
-    description="What the kopf framework needs: resource discovery, namespace watching, Events.",
+    description="What the kopf framework needs: CRD watching, namespace watching, Events.",
     rules=(
-        Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), _READ,
-             "kopf: discover the served resources and notice when their CRDs appear, change or disappear."),
+        Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), ("list", "watch"),
+             "kopf: notice when the CRDs of the served resources appear, change or disappear (served resources"
+             " themselves are discovered through the API discovery endpoints, which every user may read)."),
         Rule(("",), ("namespaces",), ("list", "watch"),
-             "kopf: follow namespaces when watching cluster-wide or by namespace pattern."),
-        Rule(("",), ("events",), ("create", "patch"),
-             "kopf and the reconcilers: post Events about handler progress and errors on the custom resources."),
+             "kopf: follow the watched namespaces when given a list of them (Helm's watchNamespaces); watching"
+             " cluster-wide it does not look at namespaces."),
+        Rule(("",), ("events",), ("create",),
+             "kopf and the reconcilers: post Events about handler progress and errors on the custom resources"
+             " (each Event is a new object; none is ever patched)."),
     ),
 )
 
@@ -90,10 +98,12 @@ APPLICATION = Role(
         Rule(("",), ("secrets",), ("get", "list", "watch", "create", "patch"),
              "Write the connection Secrets; read the admin and CA Secrets an AitbcDatabase references and the"
              " connection Secret an AitbcNode's mempool uses. Never deleted: a Secret outlives its database (Retain)."),
-        Rule(("",), ("configmaps", "services", "persistentvolumeclaims"), _OWNED,
-             "An AitbcNode's environment ConfigMap, node and RPC Services and chain volume claim."),
-        Rule(("apps",), ("statefulsets", "deployments"), _OWNED,
-             "An AitbcNode's node StatefulSet and RPC Deployment (rollouts patch their pod templates)."),
+        Rule(("",), ("configmaps", "services", "persistentvolumeclaims"), _APPLIED,
+             "An AitbcNode's environment ConfigMaps, node and RPC Services and chain volume claim (read, then applied"
+             " when they differ). Never deleted: garbage collection removes them with their owner; the claim is kept."),
+        Rule(("apps",), ("statefulsets", "deployments"), _APPLIED_WATCHED,
+             "An AitbcNode's node StatefulSet and RPC Deployment: watched for rollout progress, applied (rollouts"
+             " patch their pod templates). Never deleted: garbage collection removes them with their owner."),
         Rule(("",), ("pods",), _READ,
              "Read node and RPC pods: readiness, restarts and the init container's volume report (termination"
              " message). Pods are never deleted; rollouts patch the pod templates."),

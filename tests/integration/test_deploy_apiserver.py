@@ -152,6 +152,13 @@ def test_every_rule_is_granted(kube: client.ApiClient) -> None:
         ("delete", "", "secrets", "team-x", None),  # a connection Secret outlives its database (Retain)
         ("update", "", "secrets", "team-x", None),  # server-side apply is a patch
         ("deletecollection", "", "configmaps", "team-x", None),
+        # Children go by garbage collection; nothing in the operator deletes or lists them (test_rbac_usage.py).
+        ("delete", "", "configmaps", "team-x", None),
+        ("delete", "apps", "statefulsets", "team-x", None),
+        ("delete", "", "persistentvolumeclaims", "team-x", None),  # the chain volume claim is retained
+        ("watch", "", "services", "team-x", None),
+        ("patch", "", "events", "team-x", None),  # kopf only creates Events
+        ("get", "apiextensions.k8s.io", "customresourcedefinitions", None, "aitbcnodes.aitbc.io"),
         ("create", "", "pods", "team-x", None),
         ("get", "", "nodes", None, None),
         ("create", "rbac.authorization.k8s.io", "rolebindings", "team-x", None),
