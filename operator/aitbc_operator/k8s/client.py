@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -28,7 +29,26 @@ from .resources import SECRET, Kind, kind_of
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "aitbc-operator"
+#: On every object the operator applies: a digest of the manifest last applied (see `with_fingerprint`).
+ANNOTATION_APPLIED = "aitbc.io/applied-manifest"
 Obj = dict[str, Any]
+
+
+def _digest(manifest: Mapping[str, Any]) -> str:
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def with_fingerprint(manifest: Mapping[str, Any]) -> Obj:
+    """The manifest with `ANNOTATION_APPLIED` set to a digest of the manifest itself.
+
+    A subset comparison alone cannot see a field the operator stopped setting (e.g. a nodeSelector removed from the
+    spec): the live object still has it, so desired looks like a subset of live and the apply that would remove it
+    never runs. The digest changes whenever the manifest does, removals included.
+    """
+    meta = dict(manifest["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_APPLIED: _digest(manifest)}
+    return {**manifest, "metadata": meta}
 
 
 def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
@@ -170,10 +190,17 @@ class Kube:
         return result
 
     async def apply_if_changed(self, obj: Obj, live: Obj | None) -> tuple[Obj, bool]:
-        """Apply unless the live object already holds every desired field; returns (object, whether written)."""
-        if live is not None and is_subset(obj, live):
+        """Apply unless nothing would change; returns (object, whether written).
+
+        Nothing changes when the live object carries the digest of this very manifest (so a field the operator
+        stopped setting, which server-side apply would remove, is noticed) and still holds every desired field (so a
+        hand edit of an owned field is reverted).
+        """
+        desired = with_fingerprint(obj)
+        annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+        if live is not None and annotations.get(ANNOTATION_APPLIED) == _digest(obj) and is_subset(desired, live):
             return live, False
-        return await self.apply(obj), True
+        return await self.apply(desired), True
 
     async def merge_patch(
         self, kind: Kind, namespace: str, name: str, patch: Obj, *, subresource: str | None = None

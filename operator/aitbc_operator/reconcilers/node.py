@@ -7,7 +7,6 @@ when the live object already matches, and status is patched only when it changed
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -34,8 +33,6 @@ log = logging.getLogger(__name__)
 STORAGE_READY = "StorageReady"
 NODE_READY = "NodeReady"
 RPC_READY = "RpcReady"
-#: On every child the operator applies: a digest of the manifest last applied (see :func:`with_fingerprint`).
-ANNOTATION_APPLIED = "aitbc.io/applied-manifest"
 
 
 @dataclass
@@ -95,22 +92,6 @@ def volume_report(pod: Mapping[str, Any] | None) -> VolumeReport | None:
                 except (ValueError, ValidationError):
                     log.warning("unparseable volume report in %s", pod["metadata"].get("name"))
     return None
-
-
-def with_fingerprint(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest with :data:`ANNOTATION_APPLIED` set to a digest of the manifest itself.
-
-    Skipping an apply because the live object already holds every desired field (``apply_if_changed``) cannot
-    see a field the operator stopped setting (e.g. a ``nodeSelector`` removed from the spec): the live object
-    still has it, so desired is a subset of live and server-side apply, which would remove it, never runs. The
-    digest changes whenever the manifest does, removals included, so such a change is applied; a manifest equal
-    to the last applied one still costs no write.
-    """
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    meta = dict(manifest["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_APPLIED: digest}
-    return {**manifest, "metadata": meta}
 
 
 def _storage_condition(report: VolumeReport | None) -> tuple[ConditionStatus, str, str]:
@@ -203,7 +184,7 @@ async def _converge(
                      *, fetch: bool = True) -> None:
         if manifest is None:
             return
-        desired = with_fingerprint(manifest)
+        desired = dict(manifest)
         kind = r.kind_of(desired)
         current = live
         if current is None and fetch:

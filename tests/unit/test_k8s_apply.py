@@ -1,0 +1,68 @@
+"""apply_if_changed: no write when nothing would change; a write for changed, hand-edited or removed fields."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from aitbc_operator.k8s.client import ANNOTATION_APPLIED, Kube, with_fingerprint
+
+
+class RecordingKube(Kube):
+    """A Kube whose server-side apply only records the manifest (the comparison logic is what is tested)."""
+
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+
+    async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        self.applied.append(obj)
+        return obj
+
+
+def cm(**data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}, "data": data}
+
+
+def live_after_apply(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the apiserver returns after applying `manifest`: it, plus fields it adds itself."""
+    live = copy.deepcopy(with_fingerprint(manifest))
+    live["metadata"].update({"uid": "u1", "resourceVersion": "7"})
+    return live
+
+
+def run(kube: RecordingKube, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    _, written = asyncio.run(kube.apply_if_changed(desired, live))
+    return written
+
+
+def test_creates_when_missing_and_stamps_the_digest() -> None:
+    kube = RecordingKube()
+    assert run(kube, cm(A="1"), None)
+    assert ANNOTATION_APPLIED in kube.applied[0]["metadata"]["annotations"]
+
+
+def test_no_write_when_unchanged() -> None:
+    kube = RecordingKube()
+    assert not run(kube, cm(A="1"), live_after_apply(cm(A="1")))
+    assert kube.applied == []
+
+
+def test_changed_value_is_written() -> None:
+    assert run(RecordingKube(), cm(A="2"), live_after_apply(cm(A="1")))
+
+
+def test_removed_field_is_written() -> None:
+    # Desired is a subset of live, but the manifest changed: server-side apply must run to remove B.
+    assert run(RecordingKube(), cm(A="1"), live_after_apply(cm(A="1", B="2")))
+
+
+def test_hand_edit_of_an_owned_field_is_reverted() -> None:
+    live = live_after_apply(cm(A="1"))
+    live["data"]["A"] = "edited"
+    assert run(RecordingKube(), cm(A="1"), live)
+
+
+def test_object_applied_before_digests_existed_is_written_once() -> None:
+    live = copy.deepcopy(cm(A="1"))
+    assert run(RecordingKube(), cm(A="1"), live)
