@@ -261,8 +261,18 @@ def hostpath_node(**spec: Any) -> Obj:
     return make_node(HOSTPATH_NODE, storage=storage, mempool={"databaseRef": {"name": DB}}, **spec)
 
 
-def wait(predicate: Callable[[], object], what: str, timeout: float = STEP) -> None:
-    wait_until(predicate, timeout, what, interval=0.25)
+def waiter(proc: OperatorProcess) -> Callable[[Callable[[], object], str], None]:
+    """Poll with a deadline, failing at once when the operator logs a refusal (no point waiting for Ready then)."""
+
+    def wait(predicate: Callable[[], object], what: str) -> None:
+        def done() -> object:
+            if refusals := forbidden_lines(proc):
+                pytest.fail(f"while waiting for {what}, the operator was refused:\n" + "\n".join(refusals[:5]))
+            return predicate()
+
+        wait_until(done, STEP, what, interval=0.25)
+
+    return wait
 
 
 def test_the_operator_uses_exactly_its_rbac_and_serves_its_metrics(
@@ -276,6 +286,7 @@ def test_the_operator_uses_exactly_its_rbac_and_serves_its_metrics(
     role = f"{prefix}_mempool"
     first = start_operator(kubeconfig, tmp_path / "operator-a.log", "replica-a")
     second: OperatorProcess | None = None
+    wait = waiter(first)
     try:
         # AitbcDatabase before its admin Secret: a reconcile error, then Ready once the Secret is there.
         admin.create(make_database(DB, databaseName=role, roleName=role, deletionPolicy="Drop",
@@ -329,6 +340,7 @@ def test_the_operator_uses_exactly_its_rbac_and_serves_its_metrics(
 
         # Helm's watchNamespaces mode: kopf lists and watches namespaces; this replica takes the released Lease.
         second = start_operator(kubeconfig, tmp_path / "operator-b.log", "replica-b", namespaces=(APPS_NS,))
+        wait = waiter(second)
 
         def namespaces_watched() -> bool:
             seen = {r.verb for r in audit.requests_of(audit.read_events(cluster.audit_log), USER)
