@@ -1,4 +1,4 @@
-"""What every handler shares: per-object locks, error translation for kopf, failure conditions, events."""
+"""What every handler shares: per-object locks, error translation for kopf, events."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any, TypeVar, cast
 
 import kopf
 
-from .. import conditions, errors, metrics
-from ..models.base import Condition
+from .. import errors, metrics
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -42,17 +41,6 @@ async def guarded(kind: str, fn: Callable[[], Awaitable[T]]) -> T:
             return await fn()
     except errors.OperatorError as exc:
         raise to_kopf(exc) from exc
-
-
-def failure_conditions(
-    existing: list[Condition], exc: errors.OperatorError, *, generation: int | None, at: datetime
-) -> list[Condition]:
-    """Ready=False, Degraded=True (Progressing=True while retrying a temporary error) with the error's reason."""
-    temporary = isinstance(exc, errors.TemporaryError)
-    return conditions.summary(
-        existing, ready=False, progressing=temporary, degraded=True, reason=exc.reason, message=exc.message,
-        now=at, generation=generation,
-    )
 
 
 def event(body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:

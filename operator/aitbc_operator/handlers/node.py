@@ -49,8 +49,7 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
             ),
         )
         memo.setdefault(_REQUEUE, {})[(namespace, name)] = outcome.requeue_after
-        rollout = ((body.get("status") or {}).get("rollout") or {}).get("phase")
-        metrics.set_rollout_phase(namespace, name, rollout or "Idle")
+        metrics.set_rollout_phase(namespace, name, outcome.phase)
         for reason, message, warning in outcome.events:
             event(body, reason, message, warning=warning)
 

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from .. import conditions, errors, metrics, postgres
 from ..builders.database import connection_secret, connection_secret_data
 from ..k8s import resources as r
 from ..k8s.client import Kube, decode_secret_data
 from ..models.database import AitbcDatabaseSpec, AitbcDatabaseStatus, DeletionPolicy
 from ..passwords import generate_password
+from .common import record_failure, validate_spec
 from .database_policy import (
     RELEASE_ANNOTATION,
     Rotation,
@@ -55,11 +54,7 @@ class DatabaseOutcome:
 
 def parse_spec(body: Mapping[str, Any]) -> AitbcDatabaseSpec:
     """The validated spec, or InvalidSpec naming the fields (the CRD should have caught it already)."""
-    try:
-        return AitbcDatabaseSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise errors.InvalidSpec(f"invalid spec: {detail}") from None
+    return validate_spec(AitbcDatabaseSpec, body)
 
 
 def check_immutable(spec: AitbcDatabaseSpec, status: AitbcDatabaseStatus, name: str) -> None:
@@ -105,18 +100,11 @@ async def reconcile_database(
     kube: Kube, pool: postgres.ServerPool, body: Mapping[str, Any], *, now: datetime, verify_password: bool = True
 ) -> DatabaseOutcome:
     """One level-based reconcile; errors are recorded in status, then raised for kopf's retry."""
-    meta = body["metadata"]
     status = AitbcDatabaseStatus.model_validate(body.get("status") or {})
     try:
         return await _converge(kube, pool, body, status, now=now, verify_password=verify_password)
     except errors.OperatorError as exc:
-        new = status.model_copy(deep=True)
-        new.observed_generation = meta.get("generation")
-        new.conditions = conditions.summary(
-            status.conditions, ready=False, progressing=isinstance(exc, errors.TemporaryError), degraded=True,
-            reason=exc.reason, message=exc.message, now=now, generation=meta.get("generation"),
-        )
-        await kube.patch_status(r.AITBC_DATABASE, body, new.to_wire())
+        await record_failure(kube, r.AITBC_DATABASE, body, status.model_copy(deep=True), exc, now=now)
         raise
 
 
@@ -237,13 +225,11 @@ async def delete_database(
         desired = postgres.DesiredDatabase.from_spec(spec, namespace=namespace, name=name)
         outcome.steps = await postgres.drop(pool, info, desired)
     except errors.OperatorError as exc:
-        new = status.model_copy(deep=True)
         hint = f" (annotate {RELEASE_ANNOTATION}=true to release without dropping)"
-        new.conditions = conditions.summary(
-            status.conditions, ready=False, progressing=False, degraded=True, reason=exc.reason,
-            message=f"deletion blocked: {exc.message}{hint}", now=now, generation=meta.get("generation"),
+        await record_failure(
+            kube, r.AITBC_DATABASE, body, status.model_copy(deep=True), exc, now=now,
+            message=f"deletion blocked: {exc.message}{hint}", observe_generation=False,
         )
-        await kube.patch_status(r.AITBC_DATABASE, body, new.to_wire())
         raise
     outcome.events.extend(("Dropped", step.message, False) for step in outcome.steps)
     return outcome

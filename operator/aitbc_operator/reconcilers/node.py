@@ -26,6 +26,7 @@ from ..models.database import AitbcDatabaseSpec
 from ..models.node import AitbcNodeSpec, AitbcNodeStatus, ChainStatus
 from ..models.volume_report import VolumeReport
 from ..rollout import RolloutSnapshot, decide, observe_node, observe_rpc
+from .common import record_failure, validate_spec
 from .rpc_probe import Height, head_heights
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class NodeOutcome:
     """What a reconcile did (for handlers, events and tests)."""
 
     requeue_after: float | None
+    phase: str = "Idle"
     written: list[str] = field(default_factory=list)
     status_written: bool = False
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # (reason, message, warning)
@@ -47,11 +49,7 @@ class NodeOutcome:
 
 def parse_spec(body: Mapping[str, Any]) -> AitbcNodeSpec:
     """The validated spec, or InvalidSpec naming the fields (the CRD should have caught it already)."""
-    try:
-        spec = AitbcNodeSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise errors.InvalidSpec(f"invalid spec: {detail}") from None
+    spec = validate_spec(AitbcNodeSpec, body)
     problems = b.owner_name_problems(body["metadata"]["name"])
     if problems:
         raise errors.InvalidSpec("; ".join(problems))
@@ -115,7 +113,6 @@ async def reconcile_node(
     """One level-based reconcile of an AitbcNode; raises the operator's errors after recording them in status."""
     meta = body["metadata"]
     namespace = meta["namespace"]
-    generation = meta.get("generation")
     status = AitbcNodeStatus.model_validate(body.get("status") or {})
     try:
         spec = parse_spec(body)
@@ -125,13 +122,7 @@ async def reconcile_node(
             probe_heights=probe_heights, rpc_base_url=rpc_base_url,
         )
     except errors.OperatorError as exc:
-        new = status.model_copy(deep=True)
-        new.conditions = conditions.summary(
-            status.conditions, ready=False, progressing=isinstance(exc, errors.TemporaryError), degraded=True,
-            reason=exc.reason, message=exc.message, now=now, generation=generation,
-        )
-        new.observed_generation = generation
-        await kube.patch_status(r.AITBC_NODE, body, new.to_wire())
+        await record_failure(kube, r.AITBC_NODE, body, status.model_copy(deep=True), exc, now=now)
         raise
 
 
@@ -255,6 +246,7 @@ async def _converge(
     new.chains = await _chains(spec, status, probe=probe_heights and rpc_ready, base_url=rpc_base_url)
     outcome.status_written = await kube.patch_status(r.AITBC_NODE, body, new.to_wire())
     outcome.requeue_after = decision.requeue_after
+    outcome.phase = decision.status.phase
     return outcome
 
 
