@@ -419,6 +419,22 @@ def test_rotation_by_token_and_by_annotation(slow_drift_env: DbEnv, names: str) 
     assert env.secret("rot-db")["password"] == password
 
 
+def test_scheduled_rotation(env: DbEnv, names: str) -> None:
+    """rotationPeriod: once the period has passed, the next drift pass (every 2 s here) rotates; not before."""
+    env.create(database("sched", names, password={"rotationPeriod": "4s"}))
+    env.wait_ready("sched")
+    db, role = f"{names}_sched", f"{names}_sched_app"
+    first_password, first_time = env.secret("sched-db")["password"], rotation_time(env, "sched")
+    wait_until(lambda: env.secret("sched-db")["password"] != first_password, 20, "a scheduled rotation")
+    rotated_at = datetime.fromisoformat(rotation_time(env, "sched").replace("Z", "+00:00"))
+    created_at = datetime.fromisoformat(first_time.replace("Z", "+00:00"))
+    assert rotated_at - created_at >= timedelta(seconds=4), "rotated before the period had passed"
+    new_password = env.secret("sched-db")["password"]
+    assert env.password_works(role, new_password, db)
+    assert not env.password_works(role, first_password, db)
+    assert "schedule" in env.wait_event("sched", "PasswordRotated")
+
+
 # --- deletion --------------------------------------------------------------------------------------------------------
 
 
