@@ -47,11 +47,6 @@ def set_condition(
     return out
 
 
-def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
-    """The condition of that type, if any."""
-    return next((c for c in conditions if c.type == type_), None)
-
-
 def summary(
     conditions: Sequence[Condition],
     *,

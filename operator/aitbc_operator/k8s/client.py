@@ -221,18 +221,6 @@ class Kube:
         await self.merge_patch(kind, meta["namespace"], meta["name"], patch, subresource="status")
         return True
 
-    async def delete(self, kind: Kind, namespace: str, name: str, *, propagation: str = "Background") -> bool:
-        """Delete an object; False when it was already gone."""
-        try:
-            await self.request(
-                "DELETE", kind.path(namespace, name),
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
-                content_type="application/json",
-            )
-        except errors.NotFound:
-            return False
-        return True
-
 
 def resource_of(path: str) -> str:
     """The resource (and subresource) a REST path names: ``secrets``, ``aitbcnodes/status``, ``leases``."""

@@ -157,14 +157,15 @@ async def _converge(
     sts = await kube.get(r.STATEFULSET, namespace, names.statefulset)
     pod = await kube.get(r.POD, namespace, names.node_pod)
     deployment = await kube.get(r.DEPLOYMENT, namespace, names.deployment)
+    node_obs, rpc_obs = observe_node(sts, pod), observe_rpc(deployment)
 
     # --- decide -------------------------------------------------------------------------------------------------------
     decision = decide(
         RolloutSnapshot(
             desired_hash=desired_hash,
             status=status.rollout,
-            node=observe_node(sts, pod),
-            rpc=observe_rpc(deployment),
+            node=node_obs,
+            rpc=rpc_obs,
             timeout=float(b.rollout_timeout_seconds(spec)),
             now=now,
         )
@@ -228,13 +229,11 @@ async def _converge(
     conds = conditions.set_condition(
         conds, STORAGE_READY, storage_status, storage_reason, storage_message, now=now, generation=gen
     )
-    node_obs = observe_node(sts, pod)
     node_ready = bool(node_obs and node_obs.pod and node_obs.pod.ready)
     conds = conditions.set_condition(
         conds, NODE_READY, "True" if node_ready else "False", "PodReady" if node_ready else "PodNotReady",
         f"pod {names.node_pod} {'is' if node_ready else 'is not'} Ready", now=now, generation=gen,
     )
-    rpc_obs = observe_rpc(deployment)
     rpc_ready = bool(rpc_obs and rpc_obs.available_replicas > 0)
     conds = conditions.set_condition(
         conds, RPC_READY, "True" if rpc_ready else "False",
