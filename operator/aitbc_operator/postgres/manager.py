@@ -1,7 +1,9 @@
 """Reconcile one AitbcDatabase on its PostgreSQL server: observe -> plan (pure) -> apply. The API handlers call.
 
-Everything is async (psycopg.AsyncConnection) and goes through a long-lived ``ServerPool``. Errors come out as the
-operator's own classes (ServerUnreachable, AuthenticationFailed, InsufficientPrivilege, NameConflict, InvalidSpec).
+The admin statements run as blocking jobs on the server's worker thread (``ServerPool.run``); the functions the
+handlers call are async. Logging in as a role (``check_login``) uses a short-lived async connection. Errors come out
+as the operator's own classes (ServerUnreachable, AuthenticationFailed, InsufficientPrivilege, NameConflict,
+InvalidSpec).
 """
 
 from __future__ import annotations
@@ -81,9 +83,9 @@ class LoginCheck(StrEnum):
     """Could not tell (connection limit reached, no pg_hba entry for this host, network): leave it alone."""
 
 
-async def observe(session: Session, desired: DesiredDatabase) -> ServerState:
+def observe(session: Session, desired: DesiredDatabase) -> ServerState:
     """Snapshot of the server as far as ``desired`` is concerned (one read-only statement)."""
-    rows = await session.query(OBSERVE, {"role": desired.role, "database": desired.database},
+    rows = session.query(OBSERVE, {"role": desired.role, "database": desired.database},
                                doing=f"read role {desired.role} and database {desired.database}")
     (version_num, version, admin, role_exists, can_login, conn_limit, superuser, expires, admin_can_use,
      role_marker, db_exists, db_owner, db_marker, size) = rows[0]
@@ -94,8 +96,7 @@ async def observe(session: Session, desired: DesiredDatabase) -> ServerState:
                        database=database)
 
 
-async def apply(session: Session, desired: DesiredDatabase, steps: tuple[Step, ...], *,
-                password: str | None) -> None:
+def apply(session: Session, desired: DesiredDatabase, steps: tuple[Step, ...], *, password: str | None) -> None:
     """Execute the steps in order, one DDL statement each. ``password`` is needed when a step sets it."""
     verifier = None
     if any(step.action in _PASSWORD_ACTIONS for step in steps):
@@ -103,7 +104,7 @@ async def apply(session: Session, desired: DesiredDatabase, steps: tuple[Step, .
             raise ValueError("a step sets the password but none was given")
         verifier = scram_sha256_verifier(password)
     for step in steps:
-        await session.ddl(statement(step, desired, verifier), doing=step.message)
+        session.ddl(statement(step, desired, verifier), doing=step.message)
         log.info("%s", step.message)
 
 
@@ -131,8 +132,7 @@ async def reconcile(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatab
     - ``verify_password``: log in as the role to find out-of-band password changes (then the password is reset).
     - ``previously_created``: status says the objects existed; missing ones are reported as dropped out of band.
     """
-    async with pool.session(info) as session:
-        state = await observe(session, desired)
+    state = await pool.run(info, lambda session: observe(session, desired))
     action = PasswordAction.ROTATE if rotate else PasswordAction.KEEP
     if not rotate and verify_password and _login_checkable(state):
         dbname = desired.database if state.database is not None else info.dbname
@@ -142,10 +142,12 @@ async def reconcile(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatab
     if not steps:
         size = state.database.size_bytes if state.database is not None else None
         return ReconcileResult((), state.version, size)
-    async with pool.session(info) as session:
-        await apply(session, desired, steps, password=password)
-        size = await _size(session, desired.database)
-    return ReconcileResult(steps, state.version, size)
+
+    def converge(session: Session) -> int | None:
+        apply(session, desired, steps, password=password)
+        return _size(session, desired.database)
+
+    return ReconcileResult(steps, state.version, await pool.run(info, converge))
 
 
 def _login_checkable(state: ServerState) -> bool:
@@ -155,10 +157,13 @@ def _login_checkable(state: ServerState) -> bool:
 
 async def drop(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabase) -> tuple[Step, ...]:
     """Terminate the database's connections, drop the database, then the role (only if they carry our marker)."""
-    async with pool.session(info) as session:
-        steps = plan_drop(await observe(session, desired), desired)
-        await apply(session, desired, steps, password=None)
-    return steps
+
+    def drop_all(session: Session) -> tuple[Step, ...]:
+        steps = plan_drop(observe(session, desired), desired)
+        apply(session, desired, steps, password=None)
+        return steps
+
+    return await pool.run(info, drop_all)
 
 
 async def database_size(pool: ServerPool, info: AdminConnInfo, database: str) -> int | None:
@@ -167,17 +172,15 @@ async def database_size(pool: ServerPool, info: AdminConnInfo, database: str) ->
         check_identifier(database, "databaseName", RESERVED_DATABASE_NAMES)
     except ValueError as exc:
         raise InvalidSpec(str(exc)) from None
-    async with pool.session(info) as session:
-        return await _size(session, database)
+    return await pool.run(info, lambda session: _size(session, database))
 
 
-async def _size(session: Session, database: str) -> int | None:
-    rows = await session.query(DATABASE_SIZE, (database,), doing=f"read the size of database {database}")
+def _size(session: Session, database: str) -> int | None:
+    rows = session.query(DATABASE_SIZE, (database,), doing=f"read the size of database {database}")
     return int(rows[0][0]) if rows else None
 
 
 async def server_version(pool: ServerPool, info: AdminConnInfo) -> str:
     """The server's version, e.g. ``15.18``."""
-    async with pool.session(info) as session:
-        rows = await session.query(SERVER_VERSION, doing="read the server version")
+    rows = await pool.run(info, lambda session: session.query(SERVER_VERSION, doing="read the server version"))
     return str(rows[0][0]).split()[0]

@@ -1,0 +1,124 @@
+"""ServerPool against a real PostgreSQL 15: one admin connection per server, owned by a worker thread that runs
+jobs whole and in order; cancelled callers never leave the connection in an unknown state; aclose stops the thread."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from psycopg import sql
+
+from aitbc_operator.errors import ServerUnreachable
+from aitbc_operator.postgres import ServerPool, Session
+from tests.pg.fixtures import PgTestServer
+from tests.pg.inspect import su
+
+pytestmark = pytest.mark.postgres
+
+PID = sql.SQL("SELECT pg_backend_pid()")
+Trace = list[tuple[str, float, float]]
+
+
+def backend_pid(session: Session) -> int:
+    return int(session.query(PID, doing="read the backend pid")[0][0])
+
+
+def sleep(session: Session, seconds: float) -> None:
+    session.query(sql.SQL("SELECT pg_sleep(%s)"), (seconds,), doing="sleep")
+
+
+def pool_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("pg-admin")]
+
+
+def test_jobs_run_whole_in_order_on_one_connection_off_the_event_loop(pg15: PgTestServer) -> None:
+    trace: Trace = []
+    job_threads: set[int] = set()
+
+    def job(tag: str) -> Callable[[Session], int]:
+        def work(session: Session) -> int:
+            job_threads.add(threading.get_ident())
+            started = time.monotonic()
+            sleep(session, 0.05)
+            pid = backend_pid(session)
+            trace.append((tag, started, time.monotonic()))
+            return pid
+        return work
+
+    async def main() -> list[int]:
+        pool = ServerPool()
+        try:
+            return list(await asyncio.gather(*(pool.run(pg15.admin, job(f"job{i}")) for i in range(6))))
+        finally:
+            await pool.aclose()
+
+    before = len(pool_threads())
+    pids = asyncio.run(main())
+    assert len(set(pids)) == 1, "all jobs share the one admin connection"
+    assert job_threads
+    assert threading.get_ident() not in job_threads, "jobs run in the worker thread, not on the loop"
+    assert [tag for tag, _, _ in trace] == [f"job{i}" for i in range(6)], "FIFO"
+    for (_, _, end), (_, start, _) in itertools.pairwise(trace):
+        assert start >= end, "one job's statements never interleave with another's"
+    assert len(pool_threads()) == before, "aclose stopped the worker thread"
+
+
+def test_a_job_cancelled_before_its_turn_is_skipped_and_a_running_one_finishes(pg15: PgTestServer) -> None:
+    ran: list[str] = []
+
+    def long_job(session: Session) -> int:
+        sleep(session, 0.4)
+        ran.append("long")
+        return backend_pid(session)
+
+    def queued_job(session: Session) -> None:
+        ran.append("queued")
+
+    async def main() -> tuple[int, int, int]:
+        pool = ServerPool()
+        try:
+            first = asyncio.ensure_future(pool.run(pg15.admin, long_job))
+            second = asyncio.ensure_future(pool.run(pg15.admin, queued_job))
+            await asyncio.sleep(0.1)  # the long job is running, the second one waits for its turn
+            first.cancel()
+            second.cancel()
+            for task in (first, second):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            # The connection is not left mid-statement: the next job reuses it.
+            pid_after = await pool.run(pg15.admin, backend_pid)
+            return pid_after, pool.stats.connects, pool.stats.jobs
+        finally:
+            await pool.aclose()
+
+    pid_after, connects, jobs = asyncio.run(main())
+    assert ran == ["long"], "the running job finished; the cancelled queued job never ran"
+    assert connects == 1
+    assert pid_after > 0
+    assert jobs == 2
+
+
+def test_errors_reach_the_caller_and_a_dead_connection_is_replaced(pg15: PgTestServer) -> None:
+    admin = pg15.admin
+    closed_port = dataclasses.replace(admin, port=1)
+
+    async def main() -> tuple[int, int, int]:
+        pool = ServerPool()
+        try:
+            with pytest.raises(ServerUnreachable):
+                await pool.run(closed_port, backend_pid)
+            first = await pool.run(admin, backend_pid)
+            su(pg15.server, "SELECT pg_terminate_backend(%s)", (first,))  # the connection dies between jobs
+            second = await pool.run(admin, backend_pid)  # found dead at its first statement: reconnected, retried
+            return first, second, pool.stats.connects
+        finally:
+            await pool.aclose()
+
+    first, second, connects = asyncio.run(main())
+    assert first != second
+    assert connects == 2  # the unreachable server never connected; the real one twice
