@@ -40,6 +40,8 @@ class Settings:
     watch_client_timeout: float = 330.0
     #: Maximum concurrent handler workers per resource kind.
     max_workers: int = 20
+    #: Seconds an object's worker lingers after its last event before it frees its slot (kopf's idle_timeout).
+    worker_idle_timeout: float = 0.5
     #: Port of the liveness/readiness endpoint (0 disables it).
     health_port: int = 8080
     #: Port of the Prometheus metrics endpoint (0 disables it).
@@ -64,6 +66,7 @@ def load() -> Settings:
         watch_server_timeout=_env_float("AITBC_WATCH_SERVER_TIMEOUT", default.watch_server_timeout),
         watch_client_timeout=_env_float("AITBC_WATCH_CLIENT_TIMEOUT", default.watch_client_timeout),
         max_workers=int(_env_float("AITBC_MAX_WORKERS", default.max_workers)),
+        worker_idle_timeout=_env_float("AITBC_WORKER_IDLE_TIMEOUT", default.worker_idle_timeout),
         health_port=int(_env_float("AITBC_HEALTH_PORT", default.health_port)),
         metrics_port=int(_env_float("AITBC_METRICS_PORT", default.metrics_port)),
         leader_election=os.environ.get("AITBC_LEADER_ELECTION", "true").lower() not in ("0", "false", "no"),

@@ -44,8 +44,8 @@ async def guarded(kind: str, fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def event(body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
-    """Post a Kubernetes Event on the object (kopf posts it asynchronously). Never pass secrets here."""
-    if warning:
-        kopf.warn(cast(kopf.Body, body), reason=reason, message=message)
-    else:
-        kopf.info(cast(kopf.Body, body), reason=reason, message=message)
+    """Post a Kubernetes Event on the object (kopf posts it asynchronously). Never pass secrets here.
+
+    Posted whatever ``settings.posting.level`` is: that level only filters kopf's own log lines (operator.py).
+    """
+    kopf.event(cast(kopf.Body, body), type="Warning" if warning else "Normal", reason=reason, message=message)
