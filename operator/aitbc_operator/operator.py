@@ -40,8 +40,8 @@ def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> No
     # (kopf's default: 5 s). With the default, 20 workers cap the operator at ~4 objects per second whatever the
     # handlers cost (measured: 200 new AitbcDatabases took 50 s, 4x the time their SQL needs); a short linger frees
     # the slot for the next object.
-    settings.batching.worker_limit = cfg.max_workers
-    settings.batching.idle_timeout = cfg.worker_idle_timeout
+    settings.queueing.worker_limit = cfg.max_workers
+    settings.queueing.idle_timeout = cfg.worker_idle_timeout
     settings.execution.max_workers = cfg.max_workers
     # The operator's own Events (handlers/common.py: event) are always posted; of kopf's log lines only warnings and
     # errors become Events ("Handler ... succeeded" on every object would double the API writes of a reconcile).

@@ -44,7 +44,8 @@ async def reconcile(
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         outcome = await guarded(
-            KIND, lambda: reconcile_database(kube, pool, body, now=now(), verify_password=verify_password)
+            KIND, lambda: reconcile_database(kube, pool, body, now=now(), verify_password=verify_password,
+                                             claims=memo.get("claims"))
         )
         for reason, message, warning in outcome.events:
             event(body, reason, message, warning=warning)

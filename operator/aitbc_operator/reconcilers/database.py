@@ -21,6 +21,7 @@ from ..k8s import resources as r
 from ..k8s.client import Kube, decode_secret_data
 from ..models.database import AitbcDatabaseSpec, AitbcDatabaseStatus, DeletionPolicy
 from ..passwords import generate_password
+from .claims import ClaimBook
 from .common import record_failure, validate_spec
 from .database_policy import (
     RELEASE_ANNOTATION,
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: A size change smaller than this (and 10 %) is not worth a status write on its own.
 SIZE_WRITE_THRESHOLD = 1 << 20
+#: Event messages are cut to this many characters (the apiserver refuses much longer ones).
+EVENT_MESSAGE_LIMIT = 1024
 #: Default seconds between retries of a Drop refused because another AitbcDatabase still uses the names.
 DROP_REFUSED_RETRY = 60.0
 
@@ -84,8 +87,23 @@ async def admin_info(kube: Kube, namespace: str, spec: AitbcDatabaseSpec) -> pos
     return postgres.parse_admin_secret(data, sslmode=spec.server.ssl_mode, ca_path=ca_path)
 
 
-async def _claims(kube: Kube) -> list[Any]:
-    return [c for c in (claim_of(o) for o in await kube.list(r.AITBC_DATABASE)) if c is not None]
+def step_events(steps: tuple[postgres.Step, ...]) -> list[tuple[str, str, bool]]:
+    """The Events of a reconcile's server changes: one per reason, its steps' messages joined in order.
+
+    An out-of-band change is worth a Warning (DriftRepaired; DatabaseRecreated when the data are gone); the rest is
+    one Normal ``Reconciled`` Event, e.g. "role x created; ...; database y created, owned by x; ...".
+    """
+    grouped: dict[tuple[str, bool], list[str]] = {}
+    for step in steps:
+        recreated = step.action is postgres.Action.CREATE_DATABASE and step.drift
+        reason = "DatabaseRecreated" if recreated else ("DriftRepaired" if step.drift else "Reconciled")
+        grouped.setdefault((reason, step.drift), []).append(step.message)
+    return [(reason, _event_message(messages), warning) for (reason, warning), messages in grouped.items()]
+
+
+def _event_message(messages: list[str]) -> str:
+    text = "; ".join(messages)
+    return text if len(text) <= EVENT_MESSAGE_LIMIT else text[: EVENT_MESSAGE_LIMIT - 3] + "..."
 
 
 def _size_to_record(old: int | None, new: int | None) -> int | None:
@@ -97,12 +115,22 @@ def _size_to_record(old: int | None, new: int | None) -> int | None:
 
 
 async def reconcile_database(
-    kube: Kube, pool: postgres.ServerPool, body: Mapping[str, Any], *, now: datetime, verify_password: bool = True
+    kube: Kube,
+    pool: postgres.ServerPool,
+    body: Mapping[str, Any],
+    *,
+    now: datetime,
+    verify_password: bool = True,
+    claims: ClaimBook | None = None,
 ) -> DatabaseOutcome:
-    """One level-based reconcile; errors are recorded in status, then raised for kopf's retry."""
+    """One level-based reconcile; errors are recorded in status, then raised for kopf's retry.
+
+    ``claims``: the operator's shared ClaimBook (without one, a first reconcile lists the claims itself).
+    """
     status = AitbcDatabaseStatus.model_validate(body.get("status") or {})
     try:
-        return await _converge(kube, pool, body, status, now=now, verify_password=verify_password)
+        return await _converge(kube, pool, body, status, now=now, verify_password=verify_password,
+                               claims=claims or ClaimBook(kube))
     except errors.OperatorError as exc:
         await record_failure(kube, r.AITBC_DATABASE, body, status.model_copy(deep=True), exc, now=now)
         raise
@@ -116,6 +144,7 @@ async def _converge(
     *,
     now: datetime,
     verify_password: bool,
+    claims: ClaimBook,
 ) -> DatabaseOutcome:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -131,7 +160,7 @@ async def _converge(
     if first_time:
         me = claim_of(dict(body))
         if me is not None:
-            conflict = conflicting_owner(me, await _claims(kube), server=server)
+            conflict = conflicting_owner(me, await claims.including(me.uid), server=server)
             if conflict:
                 raise errors.NameConflict(conflict)
 
@@ -150,12 +179,9 @@ async def _converge(
     data = connection_secret_data(spec, server_host=info.host, server_port=info.port, password=password)
     _, outcome.secret_written = await kube.apply_if_changed(connection_secret(body, spec, data), live_secret)
 
-    for step in result.steps:
-        recreated = step.action is postgres.Action.CREATE_DATABASE and step.drift
-        reason = "DatabaseRecreated" if recreated else ("DriftRepaired" if step.drift else "Reconciled")
-        outcome.events.append((reason, step.message, step.drift))  # an out-of-band change is worth a Warning
-        if step.drift:
-            metrics.DRIFT_REPAIRS.labels("AitbcDatabase", step.action.value).inc()
+    outcome.events.extend(step_events(result.steps))
+    for step in result.drift:
+        metrics.DRIFT_REPAIRS.labels("AitbcDatabase", step.action.value).inc()
     if rotation is not None:
         metrics.ROTATIONS.labels(rotation.value).inc()
         if rotation is not Rotation.INITIAL:
@@ -216,7 +242,8 @@ async def delete_database(
         info = await admin_info(kube, namespace, spec)
         server = f"{info.host}:{info.port}"
         me = claim_of(dict(body))
-        blocking = users_blocking_drop(me, await _claims(kube), server=server) if me is not None else []
+        others = await ClaimBook(kube).fresh() if me is not None else ()
+        blocking = users_blocking_drop(me, others, server=server) if me is not None else []
         if blocking:
             raise errors.TemporaryError(
                 f"not dropping: still used by AitbcDatabase {', '.join(blocking)}", reason="DropRefused",

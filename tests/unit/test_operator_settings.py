@@ -1,0 +1,37 @@
+"""The AITBC_* environment reaches kopf's settings (operator.configure)."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+import pytest
+
+from aitbc_operator import settings as settings_mod
+from aitbc_operator.operator import configure
+
+
+def test_defaults_free_worker_slots_quickly_and_post_only_kopf_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AITBC_MAX_WORKERS", "AITBC_WORKER_IDLE_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = kopf.OperatorSettings()
+    configure(settings, settings_mod.load())
+    assert settings.queueing.worker_limit == 20
+    assert settings.queueing.idle_timeout == 0.5  # kopf's 5 s would cap 20 workers at ~4 objects/s
+    assert settings.posting.enabled
+    assert settings.posting.level == logging.WARNING
+
+
+def test_worker_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AITBC_MAX_WORKERS", "50")
+    monkeypatch.setenv("AITBC_WORKER_IDLE_TIMEOUT", "2.5")
+    settings = kopf.OperatorSettings()
+    configure(settings, settings_mod.load())
+    assert settings.queueing.worker_limit == 50
+    assert settings.queueing.idle_timeout == 2.5
+
+
+def test_a_bad_number_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AITBC_WORKER_IDLE_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="AITBC_WORKER_IDLE_TIMEOUT"):
+        settings_mod.load()
