@@ -1,5 +1,7 @@
 """AitbcDatabase benchmark: N resources applied at once -> seconds until all are Ready, next to the floor (the same
 SQL run directly in one psycopg loop, benchmarks/db_floor.py), and what one idle drift pass over all N costs.
+The floor runs twice, before the cluster starts and after the operator's run (control plane up and idle); the ratio
+uses the faster of the two.
 
     python -m benchmarks.db_bench [--count 200] [--kubeconfig PATH] [--admin-uri postgresql://...] [--workers N]
 
@@ -101,13 +103,31 @@ def postgres_server(admin_uri: str | None) -> Iterator[tuple[Admin, PostgresServ
         server.cleanup()
 
 
-def drop_prefixed(admin: Admin, prefix: str) -> None:
-    """Drop every database and role named `<prefix>...` (the admin is a member of those roles, so it may)."""
+def drop_prefixed(admin: Admin, prefix: str, attempts: int = 10) -> None:
+    """Drop every database and role named `<prefix>...` (the admin is a member of those roles, so it may).
+
+    A backend still starting or ending (e.g. of the drift pass's role logins) may not be signalable yet; such a drop
+    is retried. What is left after that is an error: the next run would find the names taken.
+    """
+    drop_database, drop_role = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"), sql.SQL("DROP ROLE IF EXISTS {}")
+    queries = (("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", drop_database),
+               ("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", drop_role))
     with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)):
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
-        for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)):
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(str(name))))
+        for listing, drop in queries:
+            names = [str(row[0]) for row in conn.execute(listing, (prefix,))]
+            for attempt in range(attempts):
+                failed = []
+                for name in names:
+                    try:
+                        conn.execute(drop.format(sql.Identifier(name)))
+                    except psycopg.errors.InsufficientPrivilege:
+                        failed.append(name)
+                if not failed:
+                    break
+                names = failed
+                time.sleep(0.5 * (attempt + 1))
+            else:
+                raise RuntimeError(f"could not drop {', '.join(names)}; drop them by hand before the next run")
 
 
 def server_version(admin: Admin) -> str:
@@ -149,7 +169,7 @@ class Results:
     count: int
     workers: int
     pg_version: str = ""
-    floor_seconds: float = 0.0
+    floor_runs: list[float] = field(default_factory=list)
     floor_statements: int = 0
     floor_ddl: int = 0
     apply_seconds: float = 0.0
@@ -161,6 +181,11 @@ class Results:
     idle_logins: int = 0
     idle_log_ddl: int | None = None
     idle_versions_changed: int = 0
+
+    @property
+    def floor_seconds(self) -> float:
+        """The faster floor run: the stricter baseline."""
+        return min(self.floor_runs, default=0.0)
 
     @property
     def ratio(self) -> float:
@@ -178,7 +203,8 @@ def measure_floor(admin: Admin, count: int, results: Results) -> None:
               for i in range(count)]
     say(f"floor: creating {count} databases and roles in one psycopg loop")
     floor = create_floor(admin.conninfo(), wanted, password=generate_password())
-    results.floor_seconds, results.floor_statements, results.floor_ddl = floor.seconds, floor.statements, floor.ddl
+    results.floor_runs.append(floor.seconds)
+    results.floor_statements, results.floor_ddl = floor.statements, floor.ddl
     drop_prefixed(admin, prefix)
 
 
@@ -294,6 +320,8 @@ def table(r: Results) -> str:
         ("  of which applying the resources", f"{r.apply_seconds:.1f} s", ""),
         ("create: floor (same SQL, one psycopg loop)",
          f"{r.floor_seconds:.1f} s ({r.floor_statements} statements, {r.floor_ddl} DDL)", ""),
+        ("  floor runs (before / after the operator's)", " / ".join(f"{t:.1f} s" for t in r.floor_runs),
+         "the faster one counts"),
         ("ratio operator / floor", f"{r.ratio:.2f}x", f"<= {TARGET_RATIO:.0f}x {'met' if ok else 'MISSED'}"),
         ("idle drift pass: duration", f"{r.idle_seconds:.1f} s", ""),
         ("idle drift pass: Kubernetes requests", calls, ""),
@@ -343,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_operator(api, kubeconfig, namespace, args.count, workdir, results, args.timeout)
         say("idle drift pass over every resource (in-process reconcile)")
         measure_idle_pass(kubeconfig, namespace, server, results)
+        measure_floor(admin, args.count, results)  # again, now with the control plane up: the faster run counts
         say("cleaning up")
     print(table(results))
     return 0
