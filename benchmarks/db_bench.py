@@ -35,7 +35,7 @@ from typing import Any, cast
 
 import psycopg
 from benchmarks.db_floor import create_floor
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from psycopg import sql
 from tests.cluster.cluster import LocalCluster, default_bin_dir
@@ -227,12 +227,40 @@ def list_databases(api: client.ApiClient, namespace: str) -> list[Obj]:
     return items
 
 
-def ready_count(api: client.ApiClient, namespace: str) -> int:
-    items = list_databases(api, namespace)
-    return sum(
-        1 for obj in items
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", []))
-    )
+def is_ready(obj: Obj) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def wait_all_ready(api: client.ApiClient, namespace: str, count: int, deadline: float) -> int:
+    """Follow a watch (no polling LISTs loading the apiserver) until ``count`` resources are Ready; returns how many
+    were Ready when it stopped (at the deadline, fewer)."""
+    crs = client.CustomObjectsApi(api)
+    ready: set[str] = set()
+    version: str | None = None
+    while len(ready) < count and time.monotonic() < deadline:
+        if version is None:
+            listed = cast(Obj, crs.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))
+            ready = {o["metadata"]["name"] for o in listed["items"] if is_ready(o)}
+            version = str(listed["metadata"]["resourceVersion"])
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        budget = max(1, int(deadline - time.monotonic()))
+        try:
+            for event in stream.stream(  # type: ignore[no-untyped-call]
+                    crs.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                    resource_version=version, timeout_seconds=min(budget, 60)):
+                obj = event["object"]
+                version = str(obj["metadata"]["resourceVersion"])
+                if event["type"] != "DELETED" and is_ready(obj):
+                    ready.add(obj["metadata"]["name"])
+                if len(ready) >= count:
+                    stream.stop()  # type: ignore[no-untyped-call]
+                    break
+        except ApiException as exc:
+            if exc.status != 410:  # the watch's resourceVersion expired: list again
+                raise
+            version = None
+    return len(ready)
 
 
 def versions(api: client.ApiClient, namespace: str) -> dict[str, str]:
@@ -255,11 +283,9 @@ def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, co
         started = time.monotonic()
         create_all(api, namespace, count)
         results.apply_seconds = time.monotonic() - started
-        deadline = started + timeout
-        while (ready := ready_count(api, namespace)) < count:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"only {ready}/{count} Ready after {timeout:.0f} s; see {proc.log}")
-            time.sleep(0.2)
+        ready = wait_all_ready(api, namespace, count, started + timeout)
+        if ready < count:
+            raise SystemExit(f"only {ready}/{count} Ready after {timeout:.0f} s; see {proc.log}")
         results.ready_seconds = time.monotonic() - started
     finally:
         proc.stop(timeout=60)
