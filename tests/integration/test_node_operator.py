@@ -168,6 +168,11 @@ class Sample:
     ready: bool  # pods: Ready condition; workloads: every replica ready/available and up to date
 
 
+KINDS = ("StatefulSet", "Deployment", "Pod")
+#: Seconds a Recorder.sync() serves later queries (those of one assertion, made in quick succession).
+SYNC_REUSE = 0.2
+
+
 class Recorder:
     """Watch StatefulSets, Deployments and Pods of a namespace from a list onwards; keep every version seen."""
 
@@ -178,9 +183,11 @@ class Recorder:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.errors: list[BaseException] = []
+        self._cycle_started: dict[str, float] = {}  # per kind: when the last completed watch stream began
+        self._synced_at = -1.0
 
     def __enter__(self) -> Recorder:
-        for kind in ("StatefulSet", "Deployment", "Pod"):
+        for kind in KINDS:
             ready = threading.Event()
             thread = threading.Thread(target=self._run, args=(kind, ready), daemon=True, name=f"watch-{kind}")
             thread.start()
@@ -190,6 +197,8 @@ class Recorder:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.errors:
+            self.sync()  # the recording is complete up to here, and final
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
@@ -209,6 +218,7 @@ class Recorder:
             rv = listing["metadata"]["resourceVersion"]
             started.set()
             while not self._stop.is_set():
+                began = time.monotonic()
                 w = watch.Watch()
                 for ev in w.stream(lister, self.ns, resource_version=rv, timeout_seconds=1,
                                    allow_watch_bookmarks=True):
@@ -218,6 +228,8 @@ class Recorder:
                         self._record(kind, ev["type"], obj)
                     if self._stop.is_set():
                         w.stop()
+                with self._lock:  # a stream from `rv` that began at `began` has ended: all up to then is recorded
+                    self._cycle_started[kind] = began
         except BaseException as exc:  # reported by the test through check()
             self.errors.append(exc)
             started.set()
@@ -252,7 +264,30 @@ class Recorder:
         """Fail when a watch thread broke (the recording would be incomplete)."""
         assert not self.errors, f"watch failed: {self.errors!r}"
 
+    def sync(self, timeout: float = 15.0) -> None:
+        """Wait until every watch has recorded all that happened before this call.
+
+        The watches run in their own threads and may lag the operator (a test that waits for the operator's verdict
+        could otherwise query before the last events arrived): a watch stream that began after this call and then
+        ended has delivered every event up to the call.
+        """
+        if self._stop.is_set():  # closed: synced on the way out, nothing is added any more
+            return
+        barrier = time.monotonic()
+        deadline = barrier + timeout
+        while True:
+            with self._lock:
+                done = all(self._cycle_started.get(kind, -1.0) > barrier for kind in KINDS)
+            if done or self.errors:
+                self._synced_at = time.monotonic()
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the recording watches did not catch up within {timeout:.0f} s")
+            time.sleep(0.05)
+
     def of(self, kind: str, name: str | None = None, component: str | None = None) -> list[Sample]:
+        if time.monotonic() - self._synced_at > SYNC_REUSE:  # the queries of one assertion share a sync
+            self.sync()
         with self._lock:
             samples = sorted(self.samples, key=lambda s: s.rv)
         return [s for s in samples if s.kind == kind and (name is None or s.name == name)
