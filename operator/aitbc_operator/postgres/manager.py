@@ -132,22 +132,40 @@ async def reconcile(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatab
     - ``verify_password``: log in as the role to find out-of-band password changes (then the password is reset).
     - ``previously_created``: status says the objects existed; missing ones are reported as dropped out of band.
     """
-    state = await pool.run(info, lambda session: observe(session, desired))
+    check_password = verify_password and not rotate
     action = PasswordAction.ROTATE if rotate else PasswordAction.KEEP
-    if not rotate and verify_password and _login_checkable(state):
-        dbname = desired.database if state.database is not None else info.dbname
-        if await check_login(pool, info, desired.role, password, dbname) is LoginCheck.REJECTED:
-            action = PasswordAction.RESET
+
+    def converge(session: Session, state: ServerState, steps: tuple[Step, ...]) -> ReconcileResult:
+        if not steps:
+            return _unchanged(state)
+        apply(session, desired, steps, password=password)
+        return ReconcileResult(steps, state.version, _size(session, desired.database))
+
+    def observe_then_converge(session: Session) -> ServerState | ReconcileResult:
+        """One job when no login is needed (e.g. creation): observe, plan, apply; else the snapshot."""
+        state = observe(session, desired)
+        if check_password and _login_checkable(state):
+            return state
+        return converge(session, state, plan(state, desired, password=action, previously_created=previously_created))
+
+    outcome = await pool.run(info, observe_then_converge)
+    if isinstance(outcome, ReconcileResult):
+        return outcome
+    # The role exists and may log in: try the Secret's password as the role, outside the admin connection's queue.
+    state = outcome
+    dbname = desired.database if state.database is not None else info.dbname
+    if await check_login(pool, info, desired.role, password, dbname) is LoginCheck.REJECTED:
+        action = PasswordAction.RESET
     steps = plan(state, desired, password=action, previously_created=previously_created)
     if not steps:
-        size = state.database.size_bytes if state.database is not None else None
-        return ReconcileResult((), state.version, size)
+        return _unchanged(state)
+    return await pool.run(info, lambda session: converge(session, state, steps))
 
-    def converge(session: Session) -> int | None:
-        apply(session, desired, steps, password=password)
-        return _size(session, desired.database)
 
-    return ReconcileResult(steps, state.version, await pool.run(info, converge))
+def _unchanged(state: ServerState) -> ReconcileResult:
+    """Nothing to do: no DDL, the size as observed."""
+    size = state.database.size_bytes if state.database is not None else None
+    return ReconcileResult((), state.version, size)
 
 
 def _login_checkable(state: ServerState) -> bool:
