@@ -40,7 +40,7 @@ from kubernetes.client.exceptions import ApiException
 from psycopg import sql
 from tests.cluster.cluster import LocalCluster, default_bin_dir
 from tests.factories import make_database
-from tests.operator_fixtures import OperatorProcess
+from tests.operator_fixtures import OperatorProcess, release_finalizers
 from tests.pg.server import PostgresServer, find_debian_bin_dir, find_embedded_bin_dir
 
 from aitbc_operator.k8s.client import Kube, load_api_client
@@ -323,14 +323,7 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
 
 def cleanup_namespace(api: client.ApiClient, namespace: str) -> None:
     """Release the finalizers (the operator is gone; nothing is dropped: Retain) and delete the namespace."""
-    crs = client.CustomObjectsApi(api)
-    for obj in list_databases(api, namespace):
-        try:
-            crs.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, obj["metadata"]["name"],
-                                               {"metadata": {"finalizers": None}})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    release_finalizers(api, namespace)
     client.CoreV1Api(api).delete_namespace(namespace)
 
 

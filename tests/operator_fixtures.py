@@ -1,5 +1,6 @@
 """Run the real operator (`aitbc-operator run`) as a subprocess against the local control plane.
 
+- `release_finalizers`: after the operator stopped, let a namespace's AitbcDatabases go without dropping anything.
 - `OperatorProcess`: start/stop, wait for the health endpoint, the log for assertions and failure reports.
 - `operator` (function fixture): an operator watching only the test's namespace, with short intervals
   (drift check and node poll every 2 s) so drift and timeouts show up quickly; stopped after the test, its log
@@ -16,13 +17,32 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.cluster import free_ports
 
 SCRIPT = Path(sys.executable).parent / "aitbc-operator"
+
+
+def release_finalizers(api: client.ApiClient, namespace: str, plural: str = "aitbcdatabases") -> None:
+    """After the operator stopped: let the namespace go (its finalizers would keep it Terminating forever).
+
+    Nothing is dropped on the server: releasing the finalizer is not the operator's deletion.
+    """
+    crs = client.CustomObjectsApi(api)
+    found = crs.list_namespaced_custom_object("aitbc.io", "v1alpha1", namespace, plural)
+    for obj in cast(dict[str, Any], found)["items"]:
+        if obj["metadata"].get("finalizers"):
+            try:
+                crs.patch_namespaced_custom_object("aitbc.io", "v1alpha1", namespace, plural, obj["metadata"]["name"],
+                                                   {"metadata": {"finalizers": None}})
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
 
 
 class OperatorProcess:

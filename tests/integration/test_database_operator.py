@@ -25,7 +25,7 @@ from psycopg import sql
 
 from tests.cluster.fixtures import wait_until
 from tests.factories import make_database
-from tests.operator_fixtures import OperatorProcess
+from tests.operator_fixtures import OperatorProcess, release_finalizers
 from tests.pg.fixtures import ADMIN, PgTestServer
 from tests.pg.inspect import databases, login_error, roles, su
 from tests.pg.server import LoginInfo, PostgresServer, find_debian_bin_dir
@@ -152,20 +152,6 @@ def put_admin_secret(api: client.ApiClient, namespace: str, admin: LoginInfo) ->
         metadata=client.V1ObjectMeta(name=ADMIN_SECRET),
         string_data={"host": admin.host, "port": str(admin.port), "username": admin.user, "password": admin.password},
     ))
-
-
-def release_finalizers(api: client.ApiClient, namespace: str) -> None:
-    """After the operator stopped: let the namespace go (its finalizers would keep it Terminating forever)."""
-    crs = client.CustomObjectsApi(api)
-    items = cast(Obj, crs.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))["items"]
-    for obj in items:
-        if obj["metadata"].get("finalizers"):
-            try:
-                crs.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, obj["metadata"]["name"],
-                                                   {"metadata": {"finalizers": None}})
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
 
 
 def drop_everything(server: PostgresServer, *prefixes: str) -> None:

@@ -49,8 +49,6 @@ class ClaimBook:
         self._clock = clock
         self._latest: Snapshot | None = None
         self._inflight: asyncio.Future[Snapshot] | None = None
-        self.lists = 0
-        """How many LISTs were issued (for tests and benchmarks)."""
 
     async def including(self, uid: str) -> tuple[Claim, ...]:
         """Every claim, from a LIST that ran after the resource ``uid`` was created and at most max_age ago."""
@@ -86,7 +84,6 @@ class ClaimBook:
 
     async def _list(self) -> Snapshot:
         started = self._clock()
-        self.lists += 1
         objects = await self._kube.list(r.AITBC_DATABASE)
         claims = tuple(c for c in (claim_of(o) for o in objects) if c is not None)
         uids = frozenset(str(o.get("metadata", {}).get("uid", "")) for o in objects)

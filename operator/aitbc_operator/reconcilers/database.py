@@ -242,8 +242,7 @@ async def delete_database(
         info = await admin_info(kube, namespace, spec)
         server = f"{info.host}:{info.port}"
         me = claim_of(dict(body))
-        others = await ClaimBook(kube).fresh() if me is not None else ()
-        blocking = users_blocking_drop(me, others, server=server) if me is not None else []
+        blocking = users_blocking_drop(me, await ClaimBook(kube).fresh(), server=server) if me is not None else []
         if blocking:
             raise errors.TemporaryError(
                 f"not dropping: still used by AitbcDatabase {', '.join(blocking)}", reason="DropRefused",
