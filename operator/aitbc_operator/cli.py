@@ -71,9 +71,15 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start the kopf operator (blocks until stopped)."""
+    """Start the kopf operator (blocks until stopped). A bad AITBC_* setting is one line on stderr, exit code 2."""
+    from . import settings
     from .operator import run
 
+    try:
+        settings.load()
+    except ValueError as exc:
+        print(f"aitbc-operator: invalid setting: {exc}", file=sys.stderr)
+        return 2
     return run(namespaces=tuple(args.namespace), standalone=args.standalone, verbose=args.verbose)
 
 

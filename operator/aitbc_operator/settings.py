@@ -18,6 +18,13 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from exc
 
 
+def _env_nonnegative(name: str, default: float) -> float:
+    value = _env_float(name, default)
+    if value < 0:
+        raise ValueError(f"{name}={value:g} must not be negative")
+    return value
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     return tuple(p for p in (s.strip() for s in os.environ.get(name, "").split(",")) if p)
 
@@ -66,7 +73,7 @@ def load() -> Settings:
         watch_server_timeout=_env_float("AITBC_WATCH_SERVER_TIMEOUT", default.watch_server_timeout),
         watch_client_timeout=_env_float("AITBC_WATCH_CLIENT_TIMEOUT", default.watch_client_timeout),
         max_workers=int(_env_float("AITBC_MAX_WORKERS", default.max_workers)),
-        worker_idle_timeout=_env_float("AITBC_WORKER_IDLE_TIMEOUT", default.worker_idle_timeout),
+        worker_idle_timeout=_env_nonnegative("AITBC_WORKER_IDLE_TIMEOUT", default.worker_idle_timeout),
         health_port=int(_env_float("AITBC_HEALTH_PORT", default.health_port)),
         metrics_port=int(_env_float("AITBC_METRICS_PORT", default.metrics_port)),
         leader_election=os.environ.get("AITBC_LEADER_ELECTION", "true").lower() not in ("0", "false", "no"),

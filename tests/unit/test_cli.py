@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,8 +22,9 @@ def script() -> str:
     return path
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([script, *args], capture_output=True, text=True, timeout=60)
+def run(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([script, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
 
 
 def test_version(script: str) -> None:
@@ -45,3 +47,9 @@ def test_crds_check(script: str) -> None:
 
 def test_unknown_command_fails(script: str) -> None:
     assert run(script, "frobnicate").returncode == 2
+
+
+def test_run_refuses_a_bad_setting_before_starting(script: str) -> None:
+    result = run(script, "run", "--standalone", env={"AITBC_WORKER_IDLE_TIMEOUT": "-1"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "aitbc-operator: invalid setting: AITBC_WORKER_IDLE_TIMEOUT=-1 must not be negative"

@@ -31,7 +31,8 @@ def test_worker_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert settings.queueing.idle_timeout == 2.5
 
 
-def test_a_bad_number_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AITBC_WORKER_IDLE_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="AITBC_WORKER_IDLE_TIMEOUT"):
+@pytest.mark.parametrize(("raw", "complaint"), [("soon", "is not a number"), ("-1", "must not be negative")])
+def test_a_bad_number_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, raw: str, complaint: str) -> None:
+    monkeypatch.setenv("AITBC_WORKER_IDLE_TIMEOUT", raw)
+    with pytest.raises(ValueError, match=f"AITBC_WORKER_IDLE_TIMEOUT.*{complaint}"):
         settings_mod.load()
