@@ -41,7 +41,7 @@ wrapper() {
 }
 
 build_kubernetes() {
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) need=0 c
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) need=0 c
   for c in "${cmds[@]}"; do built "$c" "$K8S_VERSION" || need=1; done
   if (( ! need )); then log "kubernetes $K8S_VERSION: cached"; return; fi
   log "kubernetes $K8S_VERSION: building ${cmds[*]} (slow the first time)"

@@ -20,8 +20,12 @@ class RecordingKube(Kube):
         return obj
 
 
+OWNER_REF = {"apiVersion": "aitbc.io/v1alpha1", "kind": "AitbcNode", "name": "o", "uid": "u0", "controller": True}
+
+
 def cm(**data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}, "data": data}
+    meta = {"name": "c", "namespace": "n", "ownerReferences": [OWNER_REF]}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
 def live_after_apply(manifest: dict[str, Any]) -> dict[str, Any]:

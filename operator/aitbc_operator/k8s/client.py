@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import errors, metrics
 from .diff import is_subset
+from .ownership import ownership_conflict
 from .resources import SECRET, Kind, kind_of
 
 log = logging.getLogger(__name__)
@@ -192,10 +193,15 @@ class Kube:
     async def apply_if_changed(self, obj: Obj, live: Obj | None) -> tuple[Obj, bool]:
         """Apply unless nothing would change; returns (object, whether written).
 
+        ``live`` is the object read just before (None: absent). One that is not ours (see k8s/ownership.py) is never
+        written over: NameConflict names it and its owner.
         Nothing changes when the live object carries the digest of this very manifest (so a field the operator
         stopped setting, which server-side apply would remove, is noticed) and still holds every desired field (so a
         hand edit of an owned field is reverted).
         """
+        conflict = ownership_conflict(obj, live)
+        if conflict is not None:
+            raise errors.NameConflict(conflict)
         desired = with_fingerprint(obj)
         annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
         if live is not None and annotations.get(ANNOTATION_APPLIED) == _digest(obj) and is_subset(desired, live):
