@@ -47,7 +47,7 @@ system-deps: ## install the Debian packages the tests need (btrfs-progs, Postgre
 
 .PHONY: cluster-bins
 cluster-bins: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok and helm from Go modules (cached)
-	bash tests/cluster/build-binaries.sh "$(K8S_BIN)" >/dev/null
+	bash localcluster/build-binaries.sh "$(K8S_BIN)" >/dev/null
 
 # --- generated files --------------------------------------------------------------------------------------------------
 .PHONY: generate
@@ -59,7 +59,7 @@ generate: venv ## regenerate every generated file (CRDs, chart CRDs, golden file
 # --- quality gates ----------------------------------------------------------------------------------------------------
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, import-linter layer contracts, CRD drift
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff check operator localcluster tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/aitbc-operator crds --check
@@ -76,15 +76,15 @@ test: venv system-deps cluster-bins lint ## the whole suite, as CI runs it
 # --- demo -------------------------------------------------------------------------------------------------------------
 .PHONY: demo
 demo: venv system-deps cluster-bins ## local cluster + PostgreSQL + operator + samples, then their status
-	$(BIN)/python -m tests.cluster.demo up
+	$(BIN)/python -m localcluster.demo up
 
 .PHONY: demo-down
 demo-down: venv ## stop the demo and remove its state
-	$(BIN)/python -m tests.cluster.demo down
+	$(BIN)/python -m localcluster.demo down
 
 .PHONY: demo-status
 demo-status: venv ## print the demo's resources again
-	$(BIN)/python -m tests.cluster.demo status
+	$(BIN)/python -m localcluster.demo status
 
 # --- benchmarks -------------------------------------------------------------------------------------------------------
 BENCH_COUNT ?= 200

@@ -5,7 +5,7 @@ uses the faster of the two.
 
     python -m benchmarks.db_bench [--count 200] [--kubeconfig PATH] [--admin-uri postgresql://...] [--workers N]
 
-Without --kubeconfig it starts its own local control plane (tests/cluster/cluster.py), without --admin-uri its own
+Without --kubeconfig it starts its own local control plane (localcluster/cluster.py), without --admin-uri its own
 PostgreSQL 15 server with a non-superuser admin (tests/pg/server.py); the operator runs as a subprocess
 (`aitbc-operator run`, as in the integration tests). Everything it started or created is removed at the end.
 
@@ -37,8 +37,8 @@ import psycopg
 from benchmarks.db_floor import create_floor
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from localcluster.cluster import LocalCluster, default_bin_dir
 from psycopg import sql
-from tests.cluster.cluster import LocalCluster, default_bin_dir
 from tests.factories import make_database
 from tests.operator_fixtures import OperatorProcess, release_finalizers
 from tests.pg.server import PostgresServer, find_debian_bin_dir, find_embedded_bin_dir

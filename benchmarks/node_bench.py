@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
-from tests.cluster.cluster import Cluster, LocalCluster
+from localcluster.cluster import Cluster, LocalCluster
 from tests.cluster.fixtures import crd_files
 from tests.factories import DELETE, make_node
 from tests.operator_fixtures import OperatorProcess

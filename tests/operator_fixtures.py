@@ -22,8 +22,7 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
-from tests.cluster.cluster import free_ports
+from localcluster.cluster import free_ports
 
 SCRIPT = Path(sys.executable).parent / "aitbc-operator"
 

@@ -1,5 +1,5 @@
 """Compare what the operator's RBAC grants (operator/aitbc_operator/rbac.py) with what it actually did, as recorded
-in the kube-apiserver's audit log (tests/cluster/cluster.py, ``LocalCluster(audit=True)``).
+in the kube-apiserver's audit log (localcluster/cluster.py, ``LocalCluster(audit=True)``).
 
 Pure functions over audit events (dicts, one per JSON line) and the roles of rbac.py:
 

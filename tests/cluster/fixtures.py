@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client, config
-
-from tests.cluster.cluster import Cluster, LocalCluster, crd_files
+from localcluster.cluster import Cluster, LocalCluster, crd_files
 
 CLUSTER_FIXTURES = frozenset({"k8s_cluster", "aitbc_crds", "kubeconfig", "kube", "namespace"})
 _CLUSTER_KEY = pytest.StashKey[Cluster]()

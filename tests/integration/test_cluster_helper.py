@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.cluster.cluster import (
+from localcluster.cluster import (
     BINARIES,
     KWOK_STAGES,
     Component,

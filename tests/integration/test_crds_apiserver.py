@@ -24,8 +24,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
-from tests.cluster.cluster import crd_files
+from localcluster.cluster import crd_files
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted(p for p in (ROOT / "crds" / "samples").glob("*.yaml") if p.name != "kustomization.yaml")

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from localcluster.cluster import Cluster
 
 from aitbc_operator import rbac
-from tests.cluster.cluster import Cluster
 from tests.unit.test_packaging_render import helm_template, kustomize
 
 pytestmark = pytest.mark.cluster

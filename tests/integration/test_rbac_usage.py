@@ -31,6 +31,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from localcluster.cluster import LocalCluster, crd_files, kubeconfig_dict
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
@@ -38,7 +39,6 @@ from aitbc_operator import rbac
 from aitbc_operator.k8s.client import FIELD_MANAGER
 from aitbc_operator.metrics import ROLLOUT_PHASES
 from tests import rbac_audit as audit
-from tests.cluster.cluster import LocalCluster, crd_files, kubeconfig_dict
 from tests.cluster.fixtures import wait_until
 from tests.factories import DELETE, make_database, make_node
 from tests.operator_fixtures import OperatorProcess

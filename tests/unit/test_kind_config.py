@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.cluster.cluster import DEFAULT_K8S_VERSION, default_bin_dir
+from localcluster.cluster import DEFAULT_K8S_VERSION, default_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 KIND = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
@@ -53,7 +52,7 @@ def test_node_image_is_pinned_to_the_local_control_planes_minor(index: int) -> N
 
 def test_one_kubernetes_version_everywhere() -> None:
     """Makefile, the build script's default and the cluster helper's default name the same version."""
-    script = (ROOT / "tests" / "cluster" / "build-binaries.sh").read_text()
+    script = (ROOT / "localcluster" / "build-binaries.sh").read_text()
     script_default = re.search(r'K8S_VERSION="\$\{AITBC_K8S_VERSION:-(v[\d.]+)\}"', script)
     assert script_default
     assert make_var("K8S_VERSION") == script_default.group(1) == DEFAULT_K8S_VERSION

@@ -1,6 +1,6 @@
 """kustomize and Helm render the deploy/ tree and the chart; the results are checked object by object.
 
-Needs kubectl (kustomize built in) and helm, both from `make cluster-bins` (tests/cluster/build-binaries.sh); no
+Needs kubectl (kustomize built in) and helm, both from `make cluster-bins` (localcluster/build-binaries.sh); no
 apiserver. Under `make`, which exports AITBC_K8S_BIN, a missing binary is a failure; elsewhere the tests skip.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from localcluster.cluster import default_bin_dir, k8s_version
 
 from aitbc_operator import rbac
-from tests.cluster.cluster import default_bin_dir, k8s_version
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "aitbc-operator"

@@ -1,8 +1,8 @@
 """`make demo`: a throwaway PostgreSQL, the local control plane, the CRDs, the operator and the samples, then status.
 
-    python -m tests.cluster.demo up      # start everything (state, logs and kubeconfig under .demo/)
-    python -m tests.cluster.demo status  # print the resources again
-    python -m tests.cluster.demo down    # stop everything and remove .demo/
+    python -m localcluster.demo up      # start everything (state, logs and kubeconfig under .demo/)
+    python -m localcluster.demo status  # print the resources again
+    python -m localcluster.demo down    # stop everything and remove .demo/
 
 The processes outlive `up` (each in its own session); `.demo/state.json` records their process groups for `down`.
 Nothing is faked: what `kubectl get aitbc -A` shows is what the operator (as far as it is written) reported.
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.cluster import (
+from localcluster.cluster import (
     Cluster,
     ClusterError,
     LocalCluster,
@@ -38,7 +38,7 @@ from tests.cluster.cluster import (
     terminate_groups,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
 STATE = DEMO / "state.json"
 NAMESPACE = "aitbc-demo"
@@ -287,7 +287,7 @@ def down(*, remove: bool = True) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: up | status | down."""
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m localcluster.demo", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "status", "down"])
     args = parser.parse_args(argv)
     commands = {"up": up, "status": status, "down": down}

@@ -3,7 +3,7 @@
 Five processes on 127.0.0.1, each on a free port and in its own process group:
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (which simulates the kubelet of a few fake
 nodes, so that pods are scheduled, become Running/Ready, Deployments and StatefulSets roll out, and the garbage
-collector deletes children). The binaries come from `tests/cluster/build-binaries.sh` (`make cluster-bins`), cached in
+collector deletes children). The binaries come from `localcluster/build-binaries.sh` (`make cluster-bins`), cached in
 `${XDG_CACHE_HOME:-~/.cache}/aitbc-operator/k8s-<version>/bin`.
 
 Security is real but small: a private CA made with `openssl`, a serving certificate for the apiserver, a
@@ -14,7 +14,7 @@ static token file with one identity per component (the admin is in `system:maste
         cluster.kubectl("get", "nodes")
         print(cluster.kubeconfig, cluster.logs_dir)
 
-`python -m tests.cluster.cluster [WORKDIR]` starts one in the foreground (Ctrl-C stops it) and prints the line to
+`python -m localcluster.cluster [WORKDIR]` starts one in the foreground (Ctrl-C stops it) and prints the line to
 export for `AITBC_TEST_KUBECONFIG`, so that repeated test runs reuse it.
 """
 
@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_K8S_VERSION = "v1.34.4"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
@@ -437,7 +437,7 @@ class LocalCluster(Cluster):
         if missing:
             raise ClusterError(
                 f"missing in {self.bin_dir}: {', '.join(missing)}; build them with `make cluster-bins` "
-                "(tests/cluster/build-binaries.sh)"
+                "(localcluster/build-binaries.sh)"
             )
 
     def _prepare_workdir(self) -> None:
