@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from Go modules, once, into a cache outside the repository.
 #
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  <- k8s.io/kubernetes
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+#   kubelet, kube-proxy (the real node, localcluster/node.py)         <- k8s.io/kubernetes
 #   etcd                                                              <- go.etcd.io/etcd/server/v3
 #   kwok                                                              <- sigs.k8s.io/kwok
 #   helm                                                              <- helm.sh/helm/v3
@@ -68,12 +69,12 @@ build_kubernetes() {
   for c in "${cmds[@]}"; do stamp "$c" "$K8S_VERSION"; done
 }
 
-build_tool() { # NAME MODULE-PATH PACKAGE VERSION [LDFLAGS]
-  local name="$1" module="$2" pkg="$3" version="$4" ld="${5:-}"
+build_tool() { # NAME MODULE-PATH PACKAGE STAMP [LDFLAGS] [MODULE-VERSION (default: STAMP)]
+  local name="$1" module="$2" pkg="$3" version="$4" ld="${5:-}" modversion="${6:-$4}"
   if built "$name" "$version"; then log "$name $version: cached"; return; fi
   log "$name $version: building"
-  wrapper "$name-$version"
-  go get -tool "$pkg@$version" >&2
+  wrapper "$name-$modversion"
+  go get -tool "$pkg@$modversion" >&2
   go build -ldflags "-s -w $ld" -o "$BIN_DIR/$name" "$pkg" >&2
   stamp "$name" "$version"
   : "$module"
@@ -104,7 +105,13 @@ build_kubernetes
 build_tool etcd go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 build_tool kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
-build_tool helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
-  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# helm renders offline (`helm template`) for the Kubernetes version compiled into it (v1.20 unless told): give it the
+# pinned one, as helm's own Makefile does from its client-go, so `kubeVersion: >=1.29` charts render without flags.
+K8S_MINOR="${K8S_VERSION#v1.}"; K8S_MINOR="${K8S_MINOR%%.*}"
+helm_ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$K8S_MINOR"
+done
+build_tool helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION+k8s-1.$K8S_MINOR" "$helm_ld" "$HELM_VERSION"
 kwok_stages
 echo "$BIN_DIR"
