@@ -30,7 +30,9 @@ LABEL org.opencontainers.image.title="aitbc-operator" \
       org.opencontainers.image.description="Kubernetes operator for AITBC databases, chain volumes and node/RPC rollouts" \
       org.opencontainers.image.source="https://github.com/aitbc/aitbc-operator" \
       org.opencontainers.image.licenses="Apache-2.0"
+# HOME: the uid has no passwd entry, so nothing may need one to find a home directory (/tmp is the pod's emptyDir).
 ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=build /opt/venv /opt/venv

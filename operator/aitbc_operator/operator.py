@@ -148,6 +148,9 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
             standalone=True,
             clusterwide=not watched,
             namespaces=watched,
+            # Given, not detected: kopf's default asks getpass.getuser(), which raises in a container whose uid has
+            # no /etc/passwd entry (65532 in our image; any uid under OpenShift) - the pod crash-looped at start.
+            identity=cfg.identity,
             liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
             stop_flag=stop,
         )

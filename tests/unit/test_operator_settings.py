@@ -36,3 +36,27 @@ def test_a_bad_number_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, raw: s
     monkeypatch.setenv("AITBC_WORKER_IDLE_TIMEOUT", raw)
     with pytest.raises(ValueError, match=f"AITBC_WORKER_IDLE_TIMEOUT.*{complaint}"):
         settings_mod.load()
+
+
+def test_runs_under_a_uid_without_a_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's uid 65532 has no passwd entry: kopf must get its identity (the pod name), never ask getpass
+    (which raised KeyError and crash-looped the operator pod on a real kubelet)."""
+    import getpass
+
+    from aitbc_operator import operator as operator_mod
+
+    def no_passwd_entry() -> str:
+        raise KeyError("getpwuid(): uid not found: 65532")
+
+    seen: dict[str, object] = {}
+
+    async def fake_operator(**kwargs: object) -> None:
+        seen.update(kwargs)
+
+    monkeypatch.setattr(getpass, "getuser", no_passwd_entry)
+    monkeypatch.setattr(kopf, "operator", fake_operator)
+    monkeypatch.setenv("POD_NAME", "aitbc-operator-7d9f-abcde")
+    monkeypatch.setenv("AITBC_METRICS_PORT", "0")
+    monkeypatch.setenv("AITBC_HEALTH_PORT", "0")
+    assert operator_mod.run(standalone=True) == 0
+    assert seen["identity"] == "aitbc-operator-7d9f-abcde"
