@@ -6,6 +6,7 @@
 #   etcd                                                              <- go.etcd.io/etcd/server/v3
 #   kwok                                                              <- sigs.k8s.io/kwok
 #   helm                                                              <- helm.sh/helm/v3
+#   crictl (the real node's teardown and debugging)                   <- sigs.k8s.io/cri-tools
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every staging module k8s.io/<name> with a local
 # directory. We generate a wrapper module that replaces each of them (the list is read from that version's own go.mod)
@@ -19,6 +20,7 @@ K8S_VERSION="${AITBC_K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${AITBC_ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${AITBC_KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${AITBC_HELM_VERSION:-v3.19.0}"
+CRICTL_VERSION="${AITBC_CRICTL_VERSION:-v1.34.0}"
 
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/aitbc-operator"
 BIN_DIR="${1:-$CACHE_ROOT/k8s-$K8S_VERSION/bin}"
@@ -113,5 +115,7 @@ for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
   helm_ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$K8S_MINOR"
 done
 build_tool helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION+k8s-1.$K8S_MINOR" "$helm_ld" "$HELM_VERSION"
+build_tool crictl sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" \
+  "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 kwok_stages
 echo "$BIN_DIR"

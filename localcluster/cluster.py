@@ -49,6 +49,8 @@ DEFAULT_K8S_VERSION = "v1.34.4"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
 NODE_NAMES = ("worker-1", "worker-2")
+#: The real node's name (localcluster/node.py): kind-config.yaml's worker has the same one, so samples fit both.
+REAL_NODE_NAME = "aitbc-worker"
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
 KWOK_STAGES = "kwok-stages.yaml"
@@ -199,17 +201,28 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ClusterError(f"openssl {' '.join(args[:2])} failed: {result.stderr.strip()}")
 
 
-def make_pki(pki: Path) -> None:
-    """A CA, an apiserver serving certificate for 127.0.0.1/localhost/kubernetes.default, a ServiceAccount key."""
+_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+def _signed_cert(pki: Path, name: str, subject: str, sans: str | None = None) -> None:
+    """`<name>.key` + `<name>.crt` signed by the CA (with subjectAltNames for a server)."""
+    extra = ("-addext", f"subjectAltName={sans}") if sans else ()
+    _openssl("req", *_EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, *extra, cwd=pki)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "3650", "-copy_extensions", "copy", "-out", f"{name}.crt", cwd=pki)
+
+
+def make_pki(pki: Path, host: str = "127.0.0.1") -> None:
+    """A CA, an apiserver serving certificate (host, 127.0.0.1, kubernetes.default, the Service IP), a client
+    certificate for the apiserver's calls to kubelets (logs, exec), and a ServiceAccount signing key."""
     pki.mkdir(parents=True, exist_ok=True)
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+    _openssl("req", "-x509", *_EC_KEY, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
              "-subj", "/CN=aitbc-local-ca", cwd=pki)
-    sans = "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
-    _openssl("req", *ec, "-keyout", "apiserver.key", "-out", "apiserver.csr", "-subj", "/CN=kube-apiserver",
-             "-addext", f"subjectAltName={sans}", cwd=pki)
-    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "3650", "-copy_extensions", "copy", "-out", "apiserver.crt", cwd=pki)
+    ips = dict.fromkeys(("127.0.0.1", host, "10.96.0.1"))
+    sans = ",".join([*(f"IP:{ip}" for ip in ips), "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+                     "DNS:kubernetes.default.svc"])
+    _signed_cert(pki, "apiserver", "/CN=kube-apiserver", sans)
+    _signed_cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
     _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "sa.key", cwd=pki)
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
@@ -363,9 +376,10 @@ class LocalCluster(Cluster):
     def __init__(
         self, workdir: Path, *, bin_dir: Path | None = None, nodes: Iterable[str] = NODE_NAMES,
         detach: bool = False, timeout: float = 120.0, crds: Iterable[Path] = (), audit: bool = False,
-        admission_plugins: Iterable[str] = (),
+        admission_plugins: Iterable[str] = (), host: str = "127.0.0.1",
     ) -> None:
         self.workdir = workdir.resolve()
+        self.host = host
         super().__init__(self.workdir / "kubeconfig", bin_dir)
         self.logs_dir = self.workdir / "logs"
         self.pki = self.workdir / "pki"
@@ -444,16 +458,19 @@ class LocalCluster(Cluster):
         for stale in ("etcd", "pki", "logs", "certs"):
             shutil.rmtree(self.workdir / stale, ignore_errors=True)
         self.logs_dir.mkdir(parents=True)  # type: ignore[union-attr]
-        make_pki(self.pki)
+        make_pki(self.pki, self.host)
 
     def _start_all(self, began: float) -> None:
         etcd_client, etcd_peer, api_port, cm_port, sched_port = free_ports(5)
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{self.host}:{api_port}"
         ids = {
             "admin": Identity("aitbc-admin", ("system:masters",)),
             "kube-controller-manager": Identity("system:kube-controller-manager", ()),
             "kube-scheduler": Identity("system:kube-scheduler", ()),
             "kwok": Identity("kwok-controller", ("system:masters",)),
+            # A real node's agents (localcluster/node.py): the Node authorizer and NodeRestriction bound the kubelet.
+            "kubelet": Identity(f"system:node:{REAL_NODE_NAME}", ("system:nodes",)),
+            "kube-proxy": Identity("system:kube-proxy", ()),
         }
         self._admin_token = ids["admin"].token
         self._write_tokens_and_kubeconfigs(ids)
@@ -465,7 +482,8 @@ class LocalCluster(Cluster):
         self._install_crds()
         self._launch("kube-controller-manager", self._controller_manager_argv(cm_port))
         self._launch("kube-scheduler", self._scheduler_argv(sched_port))
-        self._launch("kwok", self._kwok_argv())
+        if self.node_names:
+            self._launch("kwok", self._kwok_argv())
         objects = [*(fake_node(n) for n in self.node_names), default_storage_class()]
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
         insecure = ssl.create_default_context()
@@ -475,7 +493,8 @@ class LocalCluster(Cluster):
             self._http_ok(f"https://127.0.0.1:{cm_port}/healthz", insecure) and self._default_service_account()
         ))
         self._wait("kube-scheduler", began, lambda: self._http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure))
-        self._wait("kwok", began, self._nodes_ready)
+        if self.node_names:
+            self._wait("kwok", began, self._nodes_ready)
 
     def _install_crds(self) -> None:
         """CRDs given to the constructor, installed before the controller-manager starts: its garbage collector
@@ -510,10 +529,14 @@ class LocalCluster(Cluster):
         return [
             str(self.bin_dir / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
-            "--advertise-address=127.0.0.1",  # needed on machines without a default route
+            # 127.0.0.1 by default; a real node's pods reach the apiserver through kubernetes.default, whose endpoint
+            # is the advertised address, so that cluster binds and advertises the host's address.
+            f"--bind-address={self.host}", f"--secure-port={port}", f"--advertise-address={self.host}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",  # no DNS name for the node: its IP
             # An (unused) front-proxy CA: without it controller-manager and scheduler log errors every second.
             f"--requestheader-client-ca-file={pki / 'ca.crt'}", "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
@@ -529,9 +552,8 @@ class LocalCluster(Cluster):
         ]
 
     def _optional_apiserver_args(self) -> list[str]:
-        args = []
-        if self.admission_plugins:
-            args.append(f"--enable-admission-plugins={','.join(self.admission_plugins)}")
+        plugins = ("NodeRestriction", *self.admission_plugins)
+        args = [f"--enable-admission-plugins={','.join(dict.fromkeys(plugins))}"]
         if self.audit:
             policy = self.workdir / "audit-policy.yaml"
             policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))

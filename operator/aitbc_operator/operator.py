@@ -150,7 +150,7 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
             namespaces=watched,
             # Given, not detected: kopf's default asks getpass.getuser(), which raises in a container whose uid has
             # no /etc/passwd entry (65532 in our image; any uid under OpenShift) - the pod crash-looped at start.
-            identity=cfg.identity,
+            identity=cfg.identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str, not exported
             liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
             stop_flag=stop,
         )

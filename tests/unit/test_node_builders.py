@@ -303,3 +303,14 @@ def test_operator_image_is_used_unless_overridden() -> None:
 )
 def test_owner_name_problems(name: str, ok: bool) -> None:
     assert (owner_name_problems(name) == []) is ok
+
+
+def test_rpc_is_probed_by_service_ip_not_dns_name() -> None:
+    """The heights come from the RPC Service's ClusterIP: no cluster DNS needed (the local real node runs none)."""
+    from aitbc_operator.reconcilers.node import rpc_base_url
+
+    assert rpc_base_url({"spec": {"clusterIP": "10.96.12.7"}}, 8006) == "http://10.96.12.7:8006"
+    assert rpc_base_url({"spec": {"clusterIP": "fd00::7"}}, 8006) == "http://[fd00::7]:8006"
+    assert rpc_base_url({"spec": {"clusterIP": "None"}}, 8006) is None  # headless
+    assert rpc_base_url({"spec": {}}, 8006) is None  # not allocated yet
+    assert rpc_base_url(None, 8006) is None

@@ -27,11 +27,6 @@ PLURAL = "aitbcnodes"
 _REQUEUE = "node-requeue"
 
 
-def _rpc_base_url(body: kopf.Body | dict[str, Any], port: int) -> str:
-    meta = body["metadata"]
-    return f"http://{meta['name']}-rpc.{meta['namespace']}.svc:{port}"
-
-
 async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *, probe: bool = False) -> None:
     """Reconcile one AitbcNode by name (fresh read, under its lock). Raises the operator's errors."""
     kube: Kube = memo["kube"]
@@ -40,12 +35,10 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
         body = await kube.get(r.AITBC_NODE, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
-        port = int(((body.get("spec") or {}).get("rpc") or {}).get("port") or 8006)
         outcome: NodeOutcome = await guarded(
             KIND,
             lambda: reconcile_node(
                 kube, body, operator_image=cfg.operator_image, now=now(), probe_heights=probe,
-                rpc_base_url=_rpc_base_url(body, port),
             ),
         )
         memo.setdefault(_REQUEUE, {})[(namespace, name)] = outcome.requeue_after

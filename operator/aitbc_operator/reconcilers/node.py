@@ -92,6 +92,16 @@ def volume_report(pod: Mapping[str, Any] | None) -> VolumeReport | None:
     return None
 
 
+def rpc_base_url(service: Mapping[str, Any] | None, port: int) -> str | None:
+    """``http://<ClusterIP>:<port>`` of the RPC Service: by address, so no cluster DNS is needed (the operator may run
+    in a pod of a cluster without DNS, or outside it on a host where kube-proxy routes Service IPs)."""
+    ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    if not ip or ip == "None":
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}"
+
+
 def _storage_condition(report: VolumeReport | None) -> tuple[ConditionStatus, str, str]:
     if report is None:
         return "Unknown", "NoReport", "the volume-preparation init container has not reported yet"
@@ -108,7 +118,6 @@ async def reconcile_node(
     operator_image: str,
     now: datetime,
     probe_heights: bool = False,
-    rpc_base_url: str | None = None,
 ) -> NodeOutcome:
     """One level-based reconcile of an AitbcNode; raises the operator's errors after recording them in status."""
     meta = body["metadata"]
@@ -119,7 +128,7 @@ async def reconcile_node(
         mempool = await resolve_mempool(kube, namespace, spec)
         return await _converge(
             kube, body, spec, status, mempool, operator_image=operator_image, now=now,
-            probe_heights=probe_heights, rpc_base_url=rpc_base_url,
+            probe_heights=probe_heights,
         )
     except errors.OperatorError as exc:
         await record_failure(kube, r.AITBC_NODE, body, status.model_copy(deep=True), exc, now=now)
@@ -136,7 +145,6 @@ async def _converge(
     operator_image: str,
     now: datetime,
     probe_heights: bool,
-    rpc_base_url: str | None,
 ) -> NodeOutcome:
     meta = body["metadata"]
     namespace = meta["namespace"]
@@ -173,22 +181,23 @@ async def _converge(
 
     # --- act ----------------------------------------------------------------------------------------------------------
     async def ensure(manifest: Mapping[str, Any] | None, live: Mapping[str, Any] | None = None,
-                     *, fetch: bool = True) -> None:
+                     *, fetch: bool = True) -> Mapping[str, Any] | None:
         if manifest is None:
-            return
+            return None
         desired = dict(manifest)
         kind = r.kind_of(desired)
         current = live
         if current is None and fetch:
             current = await kube.get(kind, namespace, desired["metadata"]["name"])
-        _, written = await kube.apply_if_changed(desired, dict(current) if current is not None else None)
+        applied, written = await kube.apply_if_changed(desired, dict(current) if current is not None else None)
         if written:
             outcome.written.append(f"{kind.kind}/{desired['metadata']['name']}")
+        return applied
 
     await ensure(b.chain_pvc(body, spec))
     await ensure(node_cm)
     await ensure(b.node_service(body, spec))
-    await ensure(b.rpc_service(body, spec))
+    rpc_service = await ensure(b.rpc_service(body, spec))
     await ensure(
         b.node_statefulset(body, spec, config_hash=decision.node_hash, operator_image=operator_image, mempool=mempool),
         sts, fetch=False,
@@ -242,7 +251,8 @@ async def _converge(
         now=now, generation=gen,
     )
     new.conditions = conds
-    new.chains = await _chains(spec, status, probe=probe_heights and rpc_ready, base_url=rpc_base_url)
+    new.chains = await _chains(spec, status, probe=probe_heights and rpc_ready,
+                               base_url=rpc_base_url(rpc_service, spec.rpc.port))
     outcome.status_written = await kube.patch_status(r.AITBC_NODE, body, new.to_wire())
     outcome.requeue_after = decision.requeue_after
     outcome.phase = decision.status.phase
