@@ -12,17 +12,15 @@ should run them cannot silently skip them.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-
-IMAGE_SIZE = "256M"  # mkfs.btrfs needs more than 109 MiB with the default (DUP metadata) profile
+from localcluster import btrfs
+from localcluster.btrfs import LoopBtrfs
+from localcluster.cluster import ClusterError
 
 
 def _unavailable(reason: str) -> None:
@@ -31,57 +29,22 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _btrfs_precondition() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to attach a loop device and mount Btrfs"
-    if shutil.which("mkfs.btrfs") is None:
-        return "mkfs.btrfs not installed (apt-get install btrfs-progs)"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control missing)"
-    if "btrfs" not in Path("/proc/filesystems").read_text():
-        subprocess.run(["modprobe", "btrfs"], capture_output=True, check=False)
-        if "btrfs" not in Path("/proc/filesystems").read_text():
-            return "the kernel has no Btrfs support"
-    return None
-
-
-def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), capture_output=True, text=True, check=False, timeout=120)
-
-
-def _checked(*cmd: str) -> str:
-    result = _run(*cmd)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
 @pytest.fixture(scope="session")
 def btrfs_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The mount point of a freshly made Btrfs on a loop device (session-wide)."""
-    reason = _btrfs_precondition()
+    reason = btrfs.unavailable()
     if reason:
         _unavailable(reason)
     base = tmp_path_factory.mktemp("btrfs")
-    image, mount_point = base / "btrfs.img", base / "mnt"
-    mount_point.mkdir()
-    with ExitStack() as cleanup:
-        cleanup.callback(lambda: image.unlink(missing_ok=True))
-        _checked("truncate", "-s", IMAGE_SIZE, str(image))
-        _checked("mkfs.btrfs", "-q", str(image))
-        attach = _run("losetup", "--find", "--show", str(image))
-        if attach.returncode != 0:
-            _unavailable(f"no usable loop device: {attach.stderr.strip()}")
-        device = attach.stdout.strip()
-        cleanup.callback(lambda: _run("losetup", "--detach", device))
-        _checked("mount", "-t", "btrfs", device, str(mount_point))
-        cleanup.callback(_unmount, mount_point)
-        yield mount_point
-
-
-def _unmount(mount_point: Path) -> None:
-    if _run("umount", str(mount_point)).returncode != 0:
-        _run("umount", "--lazy", str(mount_point))  # something still holds it; detach it anyway
+    loop = LoopBtrfs(base / "btrfs.img", base / "mnt")
+    try:
+        loop.open()
+    except ClusterError as exc:
+        _unavailable(f"no usable loop-mounted Btrfs: {exc}")
+    try:
+        yield loop.mount_point
+    finally:
+        loop.close()
 
 
 @pytest.fixture

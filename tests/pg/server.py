@@ -85,7 +85,8 @@ class LoginInfo:
 class PostgresServer:
     """One PostgreSQL server in a temporary directory, owned by the ``postgres`` OS user."""
 
-    def __init__(self, bin_dir: Path, *, name: str = "pg", base_dir: Path | None = None, port: int | None = None):
+    def __init__(self, bin_dir: Path, *, name: str = "pg", base_dir: Path | None = None, port: int | None = None,
+                 extra_listen: tuple[str, ...] = ()):
         self.bin_dir = bin_dir
         self.name = name
         self._own_base = base_dir is None
@@ -96,6 +97,8 @@ class PostgresServer:
         self.log_path = self.base_dir / "postgres.log"
         self.port = port or free_port()
         self.host = "127.0.0.1"
+        #: More addresses to listen on, e.g. the host's own for pods of the real node (any client may log in there).
+        self.extra_listen = extra_listen
         self._initialized = False
         #: PEM of the CA that signed the server's certificate (TLS is on when the build and ``openssl`` allow it).
         self.ca_pem: str | None = None
@@ -129,7 +132,7 @@ class PostgresServer:
         with conf.open("a") as out:
             out.write(
                 "\n# aitbc tests\n"
-                f"listen_addresses = '{self.host}'\n"
+                f"listen_addresses = '{','.join((self.host, *self.extra_listen))}'\n"
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.socket_dir}'\n"
                 "password_encryption = 'scram-sha-256'\n"
@@ -151,6 +154,7 @@ class PostgresServer:
             "local all postgres trust\n"
             "local all all scram-sha-256\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
+            + ("host all all 0.0.0.0/0 scram-sha-256\n" if self.extra_listen else "")
         )
         self._initialized = True
 
