@@ -17,9 +17,13 @@ K8S_BIN := $(CACHE_DIR)/k8s-$(K8S_VERSION)/bin
 export AITBC_K8S_VERSION := $(K8S_VERSION)
 export AITBC_K8S_BIN := $(K8S_BIN)
 APT_PACKAGES := btrfs-progs postgresql-15 sqlite3 e2fsprogs openssl
+# The real node (localcluster/node.py) and its images (localcluster/images.py): runtime, CNI, image builders.
+APT_PACKAGES += containerd runc containernetworking-plugins iptables conntrack buildah podman mmdebstrap gcc libc6-dev
 PYTEST_ARGS ?=
-# As root (CI, this project's machines) the Btrfs tests must run: a missing loop device is a failure, not a skip.
+# As root (CI, this project's machines) the Btrfs and real-node tests must run: a missing loop device or container
+# runtime is a failure, not a skip.
 export AITBC_REQUIRE_BTRFS ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
+export AITBC_REQUIRE_REALNODE ?= $(AITBC_REQUIRE_BTRFS)
 
 .PHONY: help
 help: ## list targets
@@ -37,7 +41,7 @@ $(STAMPS)/venv: pyproject.toml
 venv: $(STAMPS)/venv ## create/refresh the virtualenv with the project and dev tools
 
 .PHONY: system-deps
-system-deps: ## install the Debian packages the tests need (btrfs-progs, PostgreSQL 15 server, sqlite3)
+system-deps: ## install the Debian packages (PostgreSQL 15, btrfs-progs, sqlite3, containerd, runc, CNI, buildah, ...)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -46,8 +50,12 @@ system-deps: ## install the Debian packages the tests need (btrfs-progs, Postgre
 	fi
 
 .PHONY: cluster-bins
-cluster-bins: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok and helm from Go modules (cached)
+cluster-bins: ## build the control plane, kubelet, kube-proxy, kubectl, etcd, kwok, helm, crictl from Go modules (cached)
 	bash localcluster/build-binaries.sh "$(K8S_BIN)" >/dev/null
+
+.PHONY: images
+images: venv system-deps ## build the real node's images without Docker: pause, python base, aitbc-operator:dev, aitbc-standin:dev (cached)
+	$(BIN)/python -m localcluster.images build
 
 # --- generated files --------------------------------------------------------------------------------------------------
 .PHONY: generate
@@ -67,7 +75,7 @@ lint: venv ## ruff, mypy --strict, import-linter layer contracts, CRD drift
 
 .PHONY: unit
 unit: venv ## fast unit tests only (no cluster, no PostgreSQL, no Btrfs)
-	$(BIN)/pytest -m "not cluster and not postgres and not btrfs" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not cluster and not postgres and not btrfs and not realnode" $(PYTEST_ARGS)
 
 .PHONY: test
 test: venv system-deps cluster-bins lint ## the whole suite, as CI runs it
@@ -75,7 +83,7 @@ test: venv system-deps cluster-bins lint ## the whole suite, as CI runs it
 
 # --- demo -------------------------------------------------------------------------------------------------------------
 .PHONY: demo
-demo: venv system-deps cluster-bins ## local cluster + PostgreSQL + operator + samples, then their status
+demo: venv system-deps cluster-bins ## PostgreSQL + cluster with a real node + operator pod + samples, then status (AITBC_DEMO_MODE=kwok: simulated)
 	$(BIN)/python -m localcluster.demo up
 
 .PHONY: demo-down

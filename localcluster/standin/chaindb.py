@@ -54,12 +54,15 @@ def _wal_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def sqlite_engine(url: str) -> Engine:
-    """An engine for a chain database (WAL on every connection). Its pool keeps connections open: a file replaced
-    under a long-lived engine is not noticed, exactly as in the real RPC."""
+def make_engine(url: str) -> Engine:
+    """An engine for a chain database (SQLite, WAL on every connection) or the mempool (SQLite or PostgreSQL).
+
+    Its pool keeps connections open: a SQLite file replaced under a long-lived engine is not noticed, exactly as in
+    the real RPC."""
+    if not url.startswith("sqlite:"):
+        return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False})
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _wal_on_connect)
+    event.listen(engine, "connect", _wal_on_connect)
     return engine
 
 

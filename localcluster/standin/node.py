@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select
 
-from .chaindb import block, chain_url, chains, head, mempool, metadata, sqlite_engine
+from .chaindb import block, chain_url, chains, head, make_engine, mempool, metadata
 from .http import JsonServer
 
 log = logging.getLogger("standin.node")
@@ -35,10 +35,10 @@ class Node:
     def open(self) -> None:
         """Create the tables where missing (the real node's migrations), WAL on every chain database."""
         for chain in self.chain_ids:
-            engine = sqlite_engine(chain_url(chain))
+            engine = make_engine(chain_url(chain))
             metadata.create_all(engine, tables=[block])
             self.engines[chain] = engine
-        self.mempool_engine = sqlite_engine(self.mempool_url)
+        self.mempool_engine = make_engine(self.mempool_url)
         metadata.create_all(self.mempool_engine, tables=[mempool])
         log.info("chains %s, mempool on %s", ",".join(self.chain_ids), self.mempool_engine.dialect.name)
 

@@ -9,7 +9,7 @@ import threading
 
 from sqlalchemy import Engine
 
-from .chaindb import chain_url, chains, head, sqlite_engine
+from .chaindb import chain_url, chains, head, make_engine
 from .http import JsonServer, Reply
 
 log = logging.getLogger("standin.rpc")
@@ -22,7 +22,7 @@ _engines: dict[str, Engine] = {}
 def get_engine(chain_id: str) -> Engine:
     """The cached engine of a chain (created on first use)."""
     if chain_id not in _engines:
-        _engines[chain_id] = sqlite_engine(chain_url(chain_id))
+        _engines[chain_id] = make_engine(chain_url(chain_id))
     return _engines[chain_id]
 
 
