@@ -227,6 +227,16 @@ def archive_digest(archive: Path) -> str:
     return str(archive_index(archive)["digest"])
 
 
+def archive_image_id(archive: Path) -> str:
+    """The image ID (config digest) of an OCI archive's image: what the kubelet reports as a container's imageID."""
+    manifest_digest = archive_digest(archive).split(":", 1)[1]
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(f"blobs/sha256/{manifest_digest}")
+        if member is None:
+            raise ClusterError(f"{archive} lacks its manifest blob")
+        return str(json.loads(member.read())["config"]["digest"])
+
+
 def archive_index(archive: Path) -> Mapping[str, Any]:
     """The one manifest entry of an OCI archive's index.json (reference and digest)."""
     with tarfile.open(archive) as tar:

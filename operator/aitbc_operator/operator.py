@@ -116,6 +116,8 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if not verbose:  # a line per kubelet probe of /healthz (every 10 s, twice) drowns what the operator did
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     cfg = settings_mod.load()
     watched = namespaces or cfg.namespaces
     if cfg.metrics_port:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from localcluster.images import OPERATOR, archive_digest
+from localcluster.images import OPERATOR, archive_image_id
 from localcluster.node import RealNodeCluster
 
 from tests.cluster.fixtures import wait_until
@@ -166,7 +166,7 @@ def test_operator_runs_as_a_pod_from_the_image_built_from_the_dockerfile(
     assert pod["spec"]["serviceAccountName"] == "aitbc-operator"  # the generated RBAC, nothing else
     status = pod["status"]["containerStatuses"][0]
     archive = next(i.archive for i in real_cluster.node.images if i.ref == OPERATOR)
-    assert archive_digest(archive).split(":", 1)[1] in status["imageID"]
+    assert status["imageID"] == archive_image_id(archive)  # exactly the image built here, not some other one
     assert status["restartCount"] == 0, "the operator pod restarted (crash loop?)"
     assert pod["spec"]["securityContext"]["runAsUser"] == 65532  # the uid without a passwd entry that crashed kopf
     assert "Traceback" not in real_operator.logs(), real_operator.logs()
@@ -331,13 +331,18 @@ def test_operator_pod_killed_mid_rollout_the_new_pod_resumes_in_order(
 # --- the bug the ordering exists for ----------------------------------------------------------------------------------
 
 def _replace_chain_db(db: Path) -> None:
-    """Put a copy of chain.db in its place (a new inode), as a restore or a NOCOW re-creation does."""
+    """Put a copy of chain.db in its place (a new inode) and move the old file's -wal/-shm aside, as a restore or a
+    NOCOW re-creation does (SQLite would otherwise pair the new file with the old WAL)."""
     fresh = db.with_name("chain.db.new")
     src, dst = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(fresh)
     src.backup(dst)
     dst.close()
     src.close()
     shutil.chown(fresh, db.stat().st_uid, db.stat().st_gid)
+    for suffix in ("-wal", "-shm"):
+        sidecar = Path(f"{db}{suffix}")
+        if sidecar.exists():
+            sidecar.rename(db.with_name(f"chain.db.replaced{suffix}"))
     fresh.rename(db)
 
 
@@ -363,6 +368,8 @@ def test_without_the_ordering_a_replaced_database_leaves_the_rpc_stale(api: Api,
     """The stand-in reproduces the runbook's bug: node restarted alone after chain.db was replaced, the RPC keeps
     its cached engine on the old file and serves a frozen height while the node writes the new one."""
     data = real_ns.chain_dir
+    for chain in CHAINS:  # the runbook's `mkdir -p /var/lib/aitbc/data/<chain>` (the init container's job otherwise)
+        (data / "data" / chain).mkdir(parents=True)
     for name, args in (("plain-node", ["node"]), ("plain-rpc", ["rpc"])):
         api.core.create_namespaced_pod(api.ns, _plain_pod(name, args, data))
     wait_until(lambda: _pod_ip(api, "plain-rpc") is not None, STEP, "the plain RPC pod")
