@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -416,7 +417,7 @@ def iptables_cleanup_plan(dump: str) -> list[tuple[str, list[list[str]], list[st
         elif line.startswith(":") and _CHAIN.match(line[1:]):
             chains.append(line[1:].split()[0])
         elif line.startswith("-A "):
-            words = line.split()
+            words = shlex.split(line)  # comments are quoted: `--comment "kubernetes service portals"`
             target = words[words.index("-j") + 1] if "-j" in words else ""
             if not _CHAIN.match(words[1]) and _CHAIN.match(target):
                 jumps.append(words[1:])
