@@ -29,8 +29,8 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
