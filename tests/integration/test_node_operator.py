@@ -146,7 +146,7 @@ def wait_converged(api: Api, what: str, *, changed_from: str | None = None, to: 
 
 def hostpath_node(ns: str, **spec: Any) -> dict[str, Any]:
     """The sample node with hostPath storage on worker-1 (nothing on the machine is touched: kwok runs no pods)."""
-    storage = {"pvc": DELETE, "hostPath": {"path": f"/var/lib/aitbc-test/{ns}", "nodeName": "worker-1"}}
+    storage = {"pvc": DELETE, "hostPath": {"path": f"/var/lib/aitbc/{ns}", "nodeName": "worker-1"}}
     return make_node(NODE, ns, storage=storage, **spec)
 
 

@@ -44,7 +44,7 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
         outcome: NodeOutcome = await guarded(
             KIND,
             lambda: reconcile_node(
-                kube, body, operator_image=cfg.operator_image, now=now(), probe_heights=probe,
+                kube, body, operator_image=cfg.operator_image, now=now(), policy=cfg.node_policy, probe_heights=probe,
                 rpc_base_url=_rpc_base_url(body, port),
             ),
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import conditions, errors
+from .. import conditions, errors, node_policy
 from ..builders import node as b
 from ..chainpaths import sqlite_url
 from ..k8s import resources as r
@@ -25,6 +25,7 @@ from ..models.base import ConditionStatus
 from ..models.database import AitbcDatabaseSpec
 from ..models.node import AitbcNodeSpec, AitbcNodeStatus, ChainStatus
 from ..models.volume_report import VolumeReport
+from ..node_policy import NodePolicy
 from ..rollout import RolloutSnapshot, decide, observe_node, observe_rpc
 from .common import record_failure, validate_spec
 from .rpc_probe import Height, head_heights
@@ -47,12 +48,19 @@ class NodeOutcome:
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # (reason, message, warning)
 
 
-def parse_spec(body: Mapping[str, Any]) -> AitbcNodeSpec:
-    """The validated spec, or InvalidSpec naming the fields (the CRD should have caught it already)."""
+def parse_spec(body: Mapping[str, Any], policy: NodePolicy) -> AitbcNodeSpec:
+    """The validated spec, or InvalidSpec naming the fields and the rules they break.
+
+    The CRD should have refused a bad spec already, and the admission policy one the operator's node policy refuses;
+    this is the same check where the policy is not installed (or was changed after the object was admitted).
+    """
     spec = validate_spec(AitbcNodeSpec, body)
     problems = b.owner_name_problems(body["metadata"]["name"])
     if problems:
         raise errors.InvalidSpec("; ".join(problems))
+    refused = node_policy.violations(spec, policy)
+    if refused:
+        raise errors.InvalidSpec("refused by the operator's node policy: " + "; ".join(map(str, refused)))
     return spec
 
 
@@ -107,6 +115,7 @@ async def reconcile_node(
     *,
     operator_image: str,
     now: datetime,
+    policy: NodePolicy,
     probe_heights: bool = False,
     rpc_base_url: str | None = None,
 ) -> NodeOutcome:
@@ -115,7 +124,7 @@ async def reconcile_node(
     namespace = meta["namespace"]
     status = AitbcNodeStatus.model_validate(body.get("status") or {})
     try:
-        spec = parse_spec(body)
+        spec = parse_spec(body, policy)
         mempool = await resolve_mempool(kube, namespace, spec)
         return await _converge(
             kube, body, spec, status, mempool, operator_image=operator_image, now=now,
