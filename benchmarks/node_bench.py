@@ -127,7 +127,7 @@ class Bench:
 
 
 def node_spec_dict(ns: str) -> dict[str, Any]:
-    storage = {"pvc": DELETE, "hostPath": {"path": f"/var/lib/aitbc-bench/{ns}", "nodeName": "worker-1"}}
+    storage = {"pvc": DELETE, "hostPath": {"path": f"/var/lib/aitbc/bench/{ns}", "nodeName": "worker-1"}}
     return make_node(NODE, ns, storage=storage)
 
 

@@ -4,6 +4,7 @@
 when one is stale (the tests run it). Each generated file has a single source:
 
 - deploy/base/rbac.yaml, charts/aitbc-operator/templates/rbac-roles.yaml  <- rbac.py
+- deploy/base/node-policy.yaml, charts/aitbc-operator/templates/node-policy.yaml  <- admission.py
 - charts/aitbc-operator/crds/aitbc.io_*.yaml                              <- the models (crdgen.py), like crds/
 - deploy/argocd/argocd-cm-health.yaml                                     <- deploy/argocd/health/*.lua, verbatim
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from . import crdgen, rbac
+from . import admission, crdgen, rbac
 
 CHART = Path("charts/aitbc-operator")
 HEALTH_DIR = Path("deploy/argocd/health")
@@ -66,6 +67,8 @@ def render_all(root: Path) -> dict[Path, str]:
     files: dict[Path, str] = {
         Path("deploy/base/rbac.yaml"): rbac.kustomize_rbac(),
         CHART / "templates/rbac-roles.yaml": rbac.helm_roles(),
+        Path("deploy/base/node-policy.yaml"): admission.kustomize_policy(),
+        CHART / "templates/node-policy.yaml": admission.helm_policy(),
         ARGOCD_CM: argocd_cm(root),
     }
     for name, text in crdgen.render_all().items():

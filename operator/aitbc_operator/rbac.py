@@ -107,6 +107,10 @@ APPLICATION = Role(
         Rule(("",), ("pods",), _READ,
              "Read node and RPC pods: readiness, restarts and the init container's volume report (termination"
              " message). Pods are never deleted; rollouts patch the pod templates."),
+        Rule(("",), ("events",), ("list",),
+             "Read the Events of an AitbcNode's node StatefulSet while its pod is missing: the StatefulSet controller"
+             " says why it cannot create the pod (FailedCreate) only there (a StatefulSet has no ReplicaFailure"
+             " condition; for the RPC the Deployment's condition suffices)."),
     ),
 )
 

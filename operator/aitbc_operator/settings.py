@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import __version__
+from .node_policy import NodePolicy
 
 
 def _env_float(name: str, default: float) -> float:
@@ -60,6 +61,9 @@ class Settings:
     leader_election_name: str = "aitbc-operator-leader"
     #: This replica's identity in the Lease (the pod name).
     identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "aitbc-operator"))
+    #: What an AitbcNode may ask of a Kubernetes node (AITBC_NODE_HOSTPATH_PREFIXES, AITBC_NODE_ALLOW_PRIVILEGED,
+    #: AITBC_NODE_VOLUME_PREP_IMAGES; see node_policy.py). The admission policy reads the same values.
+    node_policy: NodePolicy = field(default_factory=NodePolicy)
 
 
 def load() -> Settings:
@@ -80,4 +84,5 @@ def load() -> Settings:
         leader_election_namespace=os.environ.get("POD_NAMESPACE", default.leader_election_namespace),
         leader_election_name=os.environ.get("AITBC_LEADER_ELECTION_NAME", default.leader_election_name),
         identity=os.environ.get("POD_NAME") or default.identity,
+        node_policy=NodePolicy.from_env(os.environ),
     )

@@ -208,6 +208,26 @@ PG_URL_MESSAGE = (
     "(use mempool.databaseRef for the mempool)"
 )
 NODE_NAME_RULE, NODE_NAME_LIMIT = node_name_rule()
+IMAGE_MESSAGE = (
+    "must be a container image reference, [registry[:port]/]path[:tag][@digest] (lower-case path; no spaces, newlines"
+    " or upper-case letters in it)"
+)
+PATH_MESSAGE = "must be an absolute, normalised path: no '.' or '..' segments, no '//', no trailing '/'"
+FORBIDDEN_MESSAGE = (
+    "must not be /, nor be, lie under or contain /etc, /proc, /sys, /dev, /var/run, /run, /root, /boot, /usr"
+)
+
+
+def reserved_env_message(container: str) -> str:
+    return (f"{container}.env must not set a variable the operator sets: DATA_DIR, CHAIN_ID, CHAINS, CHAIN_DB_URL,"
+            " DATABASE_URL, CHAIN_DB_URL_<CHAIN> of each chain, REDIS_URL (with redisUrl), MEMPOOL_DB_URL (with"
+            " mempool.databaseRef)")
+
+
+def host_path(path: str) -> Mutation:
+    """hostPath storage at `path` on worker-1 instead of the sample's PVC."""
+    return both(drop("spec.storage.pvc"), setter("spec.storage.hostPath", {"path": path, "nodeName": "worker-1"}))
+
 BOTH_VALUES = {"name": "A", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
 DB, NODE = "AitbcDatabase", "AitbcNode"
 RULE_CASES: dict[str, RuleCase] = {
@@ -279,6 +299,48 @@ RULE_CASES: dict[str, RuleCase] = {
     "node-pvc-never-shrinks": RuleCase(
         NODE, "storage.pvc.size can grow but never shrink", setter("spec.storage.pvc.size", "5Gi"), "spec.storage",
         before=setter("spec.storage.pvc.size", "10Gi"),
+    ),
+    "node-image-reference": RuleCase(
+        NODE, f"image {IMAGE_MESSAGE}", setter("spec.node.image", "ghcr.io/aitbc/node:1.0\n"), "spec.node.image",
+    ),
+    "rpc-image-reference": RuleCase(
+        NODE, f"image {IMAGE_MESSAGE}", setter("spec.rpc.image", "ghcr.io/aitbc/rpc:1.0 latest"), "spec.rpc.image",
+    ),
+    "node-volumePrep-image-reference": RuleCase(
+        NODE, f"volumePrep.image {IMAGE_MESSAGE}", setter("spec.volumePrep.image", "Upper/Case:1"),
+        "spec.volumePrep.image",
+    ),
+    "node-hostPath-normalised": RuleCase(
+        NODE, f"storage.hostPath.path {PATH_MESSAGE}", host_path("/var/lib/aitbc/../../../etc"),
+        "spec.storage.hostPath.path",
+    ),
+    "node-hostPath-forbidden": RuleCase(
+        NODE, f"storage.hostPath.path {FORBIDDEN_MESSAGE}", host_path("/var"), "spec.storage.hostPath.path",
+    ),
+    "node-hostPath-path-immutable": RuleCase(
+        NODE, "storage.hostPath.path is immutable (create a new AitbcNode to move the data)",
+        setter("spec.storage.hostPath.path", "/var/lib/aitbc/other"), "spec.storage.hostPath.path",
+        before=host_path("/var/lib/aitbc/first"),
+    ),
+    "node-hostPath-nodeName-immutable": RuleCase(
+        NODE, "storage.hostPath.nodeName is immutable", setter("spec.storage.hostPath.nodeName", "worker-2"),
+        "spec.storage.hostPath.nodeName", before=host_path("/var/lib/aitbc"),
+    ),
+    "node-dataDir-normalised": RuleCase(
+        NODE, f"dataDir {PATH_MESSAGE}", setter("spec.dataDir", "/var/lib/aitbc/"), "spec.dataDir",
+    ),
+    "node-dataDir-immutable": RuleCase(
+        NODE, "dataDir is immutable (the chain URLs and the volume layout follow it)",
+        setter("spec.dataDir", "/data"), "spec.dataDir", before=unchanged,
+    ),
+    "node-env-reserved": RuleCase(
+        NODE, reserved_env_message("node"), setter("spec.node.env", [{"name": "CHAIN_DB_URL_AIT_MAINNET",
+                                                                     "value": "sqlite:////tmp/other.db"}]),
+        "spec.node.env",
+    ),
+    "rpc-env-reserved": RuleCase(
+        NODE, reserved_env_message("rpc"), setter("spec.rpc.env", [{"name": "REDIS_URL", "value": "redis://x"}]),
+        "spec.rpc.env",
     ),
 }
 

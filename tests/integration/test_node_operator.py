@@ -146,7 +146,7 @@ def wait_converged(api: Api, what: str, *, changed_from: str | None = None, to: 
 
 def hostpath_node(ns: str, **spec: Any) -> dict[str, Any]:
     """The sample node with hostPath storage on worker-1 (nothing on the machine is touched: kwok runs no pods)."""
-    storage = {"pvc": DELETE, "hostPath": {"path": f"/var/lib/aitbc-test/{ns}", "nodeName": "worker-1"}}
+    storage = {"pvc": DELETE, "hostPath": {"path": f"/var/lib/aitbc/{ns}", "nodeName": "worker-1"}}
     return make_node(NODE, ns, storage=storage, **spec)
 
 
@@ -653,3 +653,160 @@ def test_password_rotation_rolls_node_then_rpc_once(
     assert rpc_move is not None
     ready_on_new = {s.uid for s in node_samples if s.ready and s.config_hash == after and s.rv < rpc_move.rv}
     assert len(ready_on_new) == 1, recorder.timeline()
+
+
+# --- refusing what the AitbcNode does not own -------------------------------------------------------------------------
+
+def test_children_names_held_by_hand_made_objects_are_a_name_conflict_and_nothing_is_written(
+    api: Api, operator: OperatorProcess
+) -> None:
+    """`foo` with `foo-node`, `foo-rpc` and `foo-config` made by hand: refused, named, untouched, nothing else made."""
+    labels = {"app": "mine"}
+    hand_made = {
+        ("ConfigMap", "foo-config"): api.core.create_namespaced_config_map(api.ns, {
+            "metadata": {"name": "foo-config", "labels": labels}, "data": {"DATA_DIR": "/mine"}}),
+        ("Service", "foo-node"): api.core.create_namespaced_service(api.ns, {
+            "metadata": {"name": "foo-node", "labels": labels},
+            "spec": {"selector": labels, "ports": [{"port": 80}]}}),
+        ("Deployment", "foo-rpc"): api.apps.create_namespaced_deployment(api.ns, {
+            "metadata": {"name": "foo-rpc", "labels": labels},
+            "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}}),
+    }
+    generations = {key: obj.metadata.generation for key, obj in hand_made.items()}
+    storage = {"pvc": DELETE, "hostPath": {"path": f"/var/lib/aitbc/{api.ns}", "nodeName": "worker-1"}}
+    api.create("aitbcnodes", make_node("foo", api.ns, storage=storage))
+
+    def degraded() -> dict[str, Any] | None:
+        node = api.get("aitbcnodes", "foo")
+        return node if condition(node, "Degraded") == ("True", "NameConflict") else None
+
+    wait_until(degraded, STEP, "the AitbcNode to be Degraded/NameConflict")
+    node = api.get("aitbcnodes", "foo")
+    message = next(c["message"] for c in node["status"]["conditions"] if c["type"] == "Degraded")
+    for kind, name in hand_made:
+        assert f"{kind} {name} already exists and is controlled by no controller (not made by this operator), " \
+               "not by AitbcNode foo: refusing to take it over" in message, message
+    assert condition(node, "Ready") == ("False", "NameConflict")
+
+    wait_reconciles(operator, 2)  # the daemon retries: still nothing is written
+    reads = {
+        ("ConfigMap", "foo-config"): api.core.read_namespaced_config_map,
+        ("Service", "foo-node"): api.core.read_namespaced_service,
+        ("Deployment", "foo-rpc"): api.apps.read_namespaced_deployment,
+    }
+    for key, read in reads.items():
+        live = read(key[1], api.ns)  # (the Deployment controller writes its status: resourceVersions move)
+        managers = {f.manager for f in live.metadata.managed_fields or []}
+        assert "aitbc-operator" not in managers, f"{key} was written: {managers}"
+        assert live.metadata.generation == generations[key]
+        assert not live.metadata.owner_references
+        assert live.metadata.labels == labels
+    assert not api.exists(api.apps.read_namespaced_stateful_set, "foo-node")
+    assert not api.exists(api.core.read_namespaced_config_map, "foo-rpc-config")
+    assert not api.exists(api.core.read_namespaced_service, "foo-rpc")
+
+    # Removing the hand-made objects lets the AitbcNode make its own.
+    for kind, name in hand_made:
+        {"ConfigMap": api.core.delete_namespaced_config_map, "Service": api.core.delete_namespaced_service,
+         "Deployment": api.apps.delete_namespaced_deployment}[kind](name, api.ns)
+    wait_until(lambda: condition(api.get("aitbcnodes", "foo"), "Ready")[0] == "True", STEP,
+               "the AitbcNode to become Ready once the names are free")
+
+
+# --- workload errors surface within seconds (pod status written as a kubelet would) -----------------------------------
+
+def patch_pod_status(api: Api, name: str, *, ready: bool, containers: list[dict[str, Any]] | None = None,
+                     init: list[dict[str, Any]] | None = None, phase: str = "Running") -> None:
+    """Write a pod's status as the kubelet would (kwok leaves a Running pod's status alone)."""
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [{"type": t, "status": "True" if ready else "False"} for t in ("Ready", "ContainersReady")],
+    }
+    if containers is not None:
+        status["containerStatuses"] = containers
+    if init is not None:
+        status["initContainerStatuses"] = init
+    api.core.patch_namespaced_pod_status(name, api.ns, {"status": status})
+
+
+def container_status(name: str, image: str, state: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": image, "imageID": "", "ready": "running" in state, "restartCount": 0,
+            "state": state, **extra}
+
+
+def degraded_with(api: Api, reason: str) -> Callable[[], bool]:
+    return lambda: condition(api.node(), "Degraded") == ("True", reason)
+
+
+def degraded_message(api: Api) -> str:
+    return str(next(c["message"] for c in api.node()["status"]["conditions"] if c["type"] == "Degraded"))
+
+
+def test_node_pod_that_cannot_start_degrades_at_once_and_recovers(api: Api, operator: OperatorProcess) -> None:
+    create_ready_node(api)
+    image = api.pod(NODE_POD)["spec"]["containers"][0]["image"]  # type: ignore[index]
+    pull = f'failed to pull and unpack image "{image}": not found'
+    started = time.monotonic()
+    patch_pod_status(api, NODE_POD, ready=False, containers=[
+        container_status("node", image, {"waiting": {"reason": "ErrImagePull", "message": pull}})])
+    wait_until(degraded_with(api, "ErrImagePull"), STEP, "Degraded/ErrImagePull")
+    assert time.monotonic() - started < 15, "not within seconds"  # the rollout timeout is 10 minutes
+    assert degraded_message(api) == f"pod {NODE_POD}: container node ErrImagePull: {pull}"
+    assert condition(api.node(), "Ready")[0] == "False"
+
+    # The init container failed, its report names what: that is the message.
+    report = ('{"fs":"ext4","nocow":"unsupported","chains":[],"actions":[],"changed":false,"ok":false,'
+              '"error":"corrupt database /var/lib/aitbc/data/ait-mainnet/chain.db (quick check: malformed)"}')
+    patch_pod_status(api, NODE_POD, ready=False, phase="Pending", init=[container_status(
+        "volume-prep", "ghcr.io/aitbc/aitbc-operator:test",
+        {"terminated": {"exitCode": 1, "reason": "Error", "message": report}})],
+        containers=[container_status("node", image, {"waiting": {"reason": "PodInitializing"}})])
+    wait_until(degraded_with(api, "InitContainerFailed"), STEP, "Degraded/InitContainerFailed")
+    assert degraded_message(api) == (f"pod {NODE_POD}: init container volume-prep failed: exit code 1, Error: corrupt"
+                                     " database /var/lib/aitbc/data/ait-mainnet/chain.db (quick check: malformed)")
+
+    # Back to running: the condition clears (no rollout was ever pending).
+    patch_pod_status(api, NODE_POD, ready=True, init=[container_status(
+        "volume-prep", "ghcr.io/aitbc/aitbc-operator:test", {"terminated": {"exitCode": 0, "reason": "Completed"}})],
+        containers=[container_status("node", image, {"running": {"startedAt": "2026-01-01T00:00:00Z"}})])
+    wait_until(lambda: converged(api.node()), STEP, "the AitbcNode to be Ready again")
+    assert condition(api.node(), "Degraded") == ("False", "RolloutComplete")
+
+
+def test_rpc_pod_in_crash_loop_degrades_at_once(api: Api, operator: OperatorProcess) -> None:
+    create_ready_node(api)
+    (rpc_pod,) = api.pods("rpc")
+    name, image = rpc_pod["metadata"]["name"], rpc_pod["spec"]["containers"][0]["image"]
+    back_off = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}}
+    patch_pod_status(api, name, ready=False, containers=[container_status(
+        "rpc", image, back_off,
+        lastState={"terminated": {"exitCode": 1, "reason": "Error", "message": "database is locked"}})])
+    wait_until(degraded_with(api, "CrashLoopBackOff"), STEP, "Degraded/CrashLoopBackOff")
+    assert degraded_message(api) == (f"pod {name}: container rpc CrashLoopBackOff: back-off 20s restarting failed"
+                                     " container (last run: exit code 1, Error: database is locked)")
+
+
+def test_pod_the_statefulset_controller_cannot_create_is_failed_create(api: Api, operator: OperatorProcess) -> None:
+    """Pod Security `baseline` refuses the node pod (hostPath, LINUX_IMMUTABLE): the controller's Event says so."""
+    api.core.patch_namespace(api.ns, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}})
+    api.create("aitbcnodes", hostpath_node(api.ns))
+    wait_until(degraded_with(api, "FailedCreate"), STEP, "Degraded/FailedCreate")
+    message = degraded_message(api)
+    assert message.startswith(f'StatefulSet {STS}: create Pod {NODE_POD} in StatefulSet {STS} failed error: pods'
+                              f' "{NODE_POD}" is forbidden: violates PodSecurity "baseline:latest"'), message
+    assert "hostPath volumes" in message
+    assert api.node()["status"]["rollout"]["phase"] == "RollingNode"  # not Stalled: the timeout is 10 minutes
+
+
+def test_pod_the_deployment_cannot_create_is_failed_create(api: Api, operator: OperatorProcess) -> None:
+    """A pod quota of one: the node pod fits, the RPC's ReplicaSet cannot create its pod (ReplicaFailure)."""
+    api.core.create_namespaced_resource_quota(api.ns, {"metadata": {"name": "one-pod"},
+                                                       "spec": {"hard": {"pods": "1"}}})
+    wait_until(lambda: (api.core.read_namespaced_resource_quota("one-pod", api.ns).status.hard or {}).get("pods"),
+               STEP, "the quota controller to compute the quota")
+    api.create("aitbcnodes", hostpath_node(api.ns))
+    wait_until(degraded_with(api, "FailedCreate"), STEP, "Degraded/FailedCreate from the RPC Deployment")
+    message = degraded_message(api)
+    assert message.startswith(f"Deployment {DEPLOY}: pods "), message
+    assert "exceeded quota: one-pod" in message

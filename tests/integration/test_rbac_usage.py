@@ -257,7 +257,7 @@ def check_metrics(samples: Samples, rotated: bool) -> None:
 # --- the lifecycle ----------------------------------------------------------------------------------------------------
 
 def hostpath_node(**spec: Any) -> Obj:
-    storage = {"pvc": DELETE, "hostPath": {"path": "/var/lib/aitbc-rbac-test", "nodeName": "worker-1"}}
+    storage = {"pvc": DELETE, "hostPath": {"path": "/var/lib/aitbc/rbac-test", "nodeName": "worker-1"}}
     return make_node(HOSTPATH_NODE, storage=storage, mempool={"databaseRef": {"name": DB}}, **spec)
 
 

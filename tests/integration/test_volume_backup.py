@@ -128,3 +128,24 @@ def test_check_fails_on_a_corrupt_database(tmp_path: Path) -> None:
     assert code == 1
     assert report["ok"] is False
     assert report["chains"][0]["integrity"] == "corrupt"
+
+
+def test_check_never_runs_untrusted_schema_code(tmp_path: Path) -> None:
+    """A `block` view calling regexp() (a function SQLAlchemy registers on every SQLite connection, not marked
+    innocuous): with trusted_schema=OFF the check refuses to run it instead of reporting what it returns."""
+    data_dir = tmp_path / "aitbc"
+    db = data_dir / "data" / "ait-mainnet" / "chain.db"
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db)
+    conn.create_function("regexp", 2, lambda pattern, value: True)  # as the node's SQLAlchemy would have it
+    conn.execute("CREATE TABLE raw (height INTEGER)")
+    conn.execute("INSERT INTO raw VALUES (7)")
+    conn.execute("CREATE VIEW block AS SELECT height FROM raw WHERE regexp('.*', 'planted')")
+    conn.commit()
+    conn.close()
+
+    code, report = volume("check", "--data-dir", str(data_dir), "--chains", "ait-mainnet")
+    assert code == 1
+    (entry,) = report["chains"]
+    assert entry["detail"].endswith("unsafe use of regexp()"), entry
+    assert "blocks" not in entry

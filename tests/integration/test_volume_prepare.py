@@ -318,3 +318,36 @@ def test_bad_inputs_exit_2(tmp_path: Path, env: dict[str, str], message: str) ->
     assert result.returncode == 2
     assert message in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- never out of the data dir ----------------------------------------------------------------------------------------
+
+
+def _outside(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory outside the data dir with a root-owned file and a database in it (what a link could point at)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "shadow").write_text("root's\n")
+    return outside, make_chain_db(outside / "chain.db", blocks=5)
+
+
+@pytest.mark.parametrize("link", ["data", "data/ait-mainnet", "data/ait-mainnet/chain.db",
+                                  "data/ait-mainnet/chain.db-wal", "data/chain.db"])
+def test_a_symbolic_link_under_the_data_dir_is_never_followed(tmp_path: Path, link: str) -> None:
+    """The node container owns data/: a link it planted must not make this root-run tool chown, flag or open what
+    the link names. The run fails, naming the link, and the target is left exactly as it was."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown (the init container's user)")
+    outside, outside_db = _outside(tmp_path)
+    data_dir = tmp_path / "aitbc"
+    (data_dir / link).parent.mkdir(parents=True, exist_ok=True)
+    (data_dir / link).symlink_to(outside_db if link.endswith(("chain.db", "-wal")) else outside)
+    before = snapshot(outside)
+
+    code, report, _ = prepare(data_dir, "ait-mainnet", extra=("--uid", "1000", "--gid", "1000"))
+
+    assert code == 1
+    assert report.error == (f"{data_dir / link} is a symbolic link: volume prepare never follows one under the"
+                            " data dir (remove it)"), report.error
+    assert snapshot(outside) == before
+    assert (data_dir / link).is_symlink()

@@ -113,7 +113,7 @@ def test_node_defaults() -> None:
     assert spec.default_chain == "ait-mainnet"
     assert spec.storage.disable_cow is True
     assert spec.storage.require_no_cow is False
-    assert spec.volume_prep.privileged is True
+    assert spec.volume_prep.privileged is False  # least privilege unless asked (and allowed)
     assert spec.volume_prep.integrity_check == "quick"
     assert spec.rpc.port == 8006
     assert spec.rollout_timeout == "10m"
@@ -136,6 +136,15 @@ def test_node_defaults() -> None:
         ),
         ({"storage": {"pvc": DELETE}}, "storage", "exactly one"),
         ({"dataDir": "relative/dir"}, "dataDir", "pattern"),
+        ({"dataDir": "/var/lib/aitbc/"}, "dataDir", "normalised path"),
+        ({"node": {"image": "ghcr.io/aitbc/node:1\n"}}, "image", "container image reference"),
+        ({"rpc": {"image": "ghcr.io/aitbc/rpc:1 x"}}, "image", "container image reference"),
+        ({"volumePrep": {"image": "Upper/Case"}}, "volumePrep.image", "container image reference"),
+        ({"storage": {"pvc": DELETE, "hostPath": {"path": "/var/lib/aitbc/../../etc", "nodeName": "n1"}}},
+         "hostPath.path", "normalised path"),
+        ({"storage": {"pvc": DELETE, "hostPath": {"path": "/etc/aitbc", "nodeName": "n1"}}}, "hostPath.path",
+         "must not be /"),
+        ({"storage": {"pvc": DELETE, "hostPath": {"path": "/var", "nodeName": "n1"}}}, "hostPath.path", "contain"),
         ({"rolloutTimeout": "ten minutes"}, "rolloutTimeout", "pattern"),
         ({"node": {"env": [{"name": "DATABASE_URL", "value": "postgresql://u:p@h/db"}]}}, "env", "SQLite"),
         ({"node": {"bogus": 1}}, "bogus", "Extra inputs"),

@@ -22,10 +22,17 @@ from aitbc_operator.builders.node import (
     node_statefulset,
     owner_name_problems,
     referenced_secret_names,
+    reserved_env_names,
     rpc_deployment,
     shadowed_env_names,
 )
-from aitbc_operator.models.node import AitbcNodeSpec
+from aitbc_operator.models.node import (
+    CHAIN_DB_URL_PREFIX,
+    ENV_MEMPOOL_DB_URL,
+    ENV_REDIS_URL,
+    OPERATOR_ENV_NAMES,
+    AitbcNodeSpec,
+)
 from tests.factories import DELETE, make_node, node_spec
 
 MEMPOOL = MempoolDatabase(secret_name="mempool-db")
@@ -169,6 +176,17 @@ def test_user_env_cannot_override_operator_values() -> None:
     assert "env" not in container(dep, "rpc")
     assert shadowed_env_names(s, MEMPOOL) == [
         "CHAIN_DB_URL_AIT_MAINNET", "CHAIN_ID", "DATA_DIR", "MEMPOOL_DB_URL", "REDIS_URL"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"redisUrl": "redis://r:6379"}, {"mempool": {"databaseRef": {"name": "m"}}}])
+def test_the_crd_rule_refuses_exactly_the_names_the_builders_reserve(extra: dict[str, Any]) -> None:
+    """The CEL rule on node.env/rpc.env (models/node.py) lists the names the builders would drop, no more, no less."""
+    s = spec(chains=["ait-mainnet", "ait-dev-2"], **extra)
+    mempool = MEMPOOL if s.mempool.database_ref else None
+    refused = {*OPERATOR_ENV_NAMES, *(CHAIN_DB_URL_PREFIX + c.upper().replace("-", "_") for c in s.chains)}
+    refused |= {ENV_REDIS_URL} if s.redis_url else set()
+    refused |= {ENV_MEMPOOL_DB_URL} if mempool else set()
+    assert reserved_env_names(s, mempool) == refused
 
 
 def test_database_url_never_reaches_the_node_even_from_a_secret() -> None:

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from localcluster.cluster import default_bin_dir, k8s_version
 
-from aitbc_operator import rbac
+from aitbc_operator import admission, rbac
+from aitbc_operator.node_policy import NodePolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "aitbc-operator"
@@ -73,6 +74,11 @@ def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
 
 def env_of(container: Obj) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def rbac_bindings(objects: list[Obj]) -> list[Obj]:
+    """The RoleBindings and ClusterRoleBindings."""
+    return [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
 
 
 def roles(objects: list[Obj]) -> dict[str, list[Obj]]:
@@ -131,10 +137,10 @@ def test_rbac_is_exactly_rbac_py(render: Render) -> None:
     objects = render()
     expected = {role.suffix: [r.to_manifest() for r in role.rules] for role in rbac.ROLES}
     assert roles(objects) == expected
-    bound = {o["roleRef"]["name"].removeprefix("aitbc-operator-") for o in objects if o["kind"].endswith("Binding")}
+    bound = {o["roleRef"]["name"].removeprefix("aitbc-operator-") for o in rbac_bindings(objects)}
     assert bound == set(expected)
     sa = one(objects, "ServiceAccount")
-    for binding in (o for o in objects if o["kind"].endswith("Binding")):
+    for binding in rbac_bindings(objects):
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "aitbc-system"}
         ]
@@ -142,10 +148,53 @@ def test_rbac_is_exactly_rbac_py(render: Render) -> None:
 
 @pytest.mark.parametrize("render", RENDERS.values(), ids=RENDERS.keys())
 def test_namespaced_objects_are_in_the_operator_namespace(render: Render) -> None:
-    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                      "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     for obj in render():
         if obj["kind"] not in cluster_scoped:
             assert obj["metadata"].get("namespace") == "aitbc-system", (obj["kind"], obj["metadata"]["name"])
+
+
+@pytest.mark.parametrize("render", RENDERS.values(), ids=RENDERS.keys())
+def test_node_policy_admission_and_operator_get_the_same_settings(render: Render) -> None:
+    """The generated policy with the default settings, bound everywhere; the operator reads the same settings."""
+    objects = render()
+    policy = one(objects, "ValidatingAdmissionPolicy")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+    settings = one(objects, "ConfigMap", policy["metadata"]["name"])
+    # kustomize's built-in schema predates admissionregistration.k8s.io/v1 and namespaces the two cluster-scoped
+    # objects too; the apiserver drops it (test_deploy_apiserver.py applies them). Helm leaves it out.
+    assert policy["metadata"].get("namespace") in (None, "aitbc-system")
+    assert policy["spec"] == admission.policy_spec()
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert settings["data"] == NodePolicy().as_env()
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": settings["metadata"]["name"]}}]
+
+
+CHANGED = NodePolicy(host_path_prefixes=("/srv/chains", "/data/aitbc"), allow_privileged=False,
+                     volume_prep_images=("registry.example.org/aitbc/aitbc-operator:0.1.0",))
+
+
+def test_kustomize_overlay_changing_the_settings_changes_operator_and_policy_alike(tmp_path: Path) -> None:
+    """What the base's comment tells an overlay to do: patch the ConfigMap, repeat the node-policy replacements."""
+    base = yaml.safe_load((ROOT / "deploy" / "base" / "kustomization.yaml").read_text())
+    repeated = [r for r in base["replacements"] if r["source"]["name"] == "aitbc-operator-node-policy"]
+    assert len(repeated) == 3
+    overlay = {
+        "resources": [os.path.relpath(ROOT / "deploy" / "base", tmp_path)],
+        "patches": [{"target": {"kind": "ConfigMap", "name": "aitbc-operator-node-policy"},
+                     "patch": yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
+                                              "metadata": {"name": "aitbc-operator-node-policy"},
+                                              "data": CHANGED.as_env()})}],
+        "replacements": repeated,
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    result = run(binary("kubectl"), "kustomize", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    objects = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert one(objects, "ValidatingAdmissionPolicy")["spec"] == admission.policy_spec(CHANGED)
+    assert NodePolicy.from_env(one(objects, "ConfigMap", "aitbc-operator-node-policy")["data"]) == CHANGED
 
 
 # --- kustomize overlays -----------------------------------------------------------------------------------------------
@@ -263,8 +312,7 @@ def test_helm_defaults_match_the_kustomize_base() -> None:
 
 def test_helm_watch_namespaces_limit_the_application_role() -> None:
     objects = helm("--set", "watchNamespaces={team-a,team-b}")
-    app_bindings = [o for o in objects if o["kind"].endswith("Binding")
-                    and o["roleRef"]["name"] == "aitbc-operator-application"]
+    app_bindings = [o for o in rbac_bindings(objects) if o["roleRef"]["name"] == "aitbc-operator-application"]
     assert sorted((o["kind"], o["metadata"]["namespace"]) for o in app_bindings) == [
         ("RoleBinding", "team-a"), ("RoleBinding", "team-b")
     ]
@@ -309,6 +357,21 @@ def test_helm_pdb_selects_the_pods() -> None:
     assert one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
+def test_helm_node_policy_values_reach_the_operator_and_the_policy() -> None:
+    args = ("--set", "nodePolicy.hostPathPrefixes={/srv/chains,/data/aitbc}",
+            "--set", "nodePolicy.allowPrivileged=false",
+            "--set", "nodePolicy.volumePrepImages={registry.example.org/aitbc/aitbc-operator:0.1.0}")
+    objects = helm(*args)
+    assert NodePolicy.from_env(one(objects, "ConfigMap", "aitbc-operator-node-policy")["data"]) == CHANGED
+    assert one(objects, "ValidatingAdmissionPolicy")["spec"] == admission.policy_spec(CHANGED)
+    annotation = "checksum/node-policy"
+    restarted = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"][annotation]
+    assert restarted != one(helm(), "Deployment")["spec"]["template"]["metadata"]["annotations"][annotation]
+    without = helm("--set", "nodePolicy.admissionPolicy.enabled=false")
+    assert not [o for o in without if o["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert one(without, "ConfigMap", "aitbc-operator-node-policy")  # the operator still reads it
+
+
 @pytest.mark.parametrize(
     ("flag", "complaint"),
     [
@@ -318,6 +381,9 @@ def test_helm_pdb_selects_the_pods() -> None:
         ("watchNamespaces={Bad_Name}", "/watchNamespaces/0"),
         ("image.digest=sha256:short", "/image/digest"),
         ("healthPort=70000", "/healthPort"),
+        ("nodePolicy.hostPathPrefixes={relative/dir}", "/nodePolicy/hostPathPrefixes/0"),
+        ("nodePolicy.hostPathPrefixes={/it's}", "/nodePolicy/hostPathPrefixes/0"),
+        ("nodePolicy.volumePrepImages={a b}", "/nodePolicy/volumePrepImages/0"),
     ],
 )
 def test_helm_schema_rejects_bad_values(flag: str, complaint: str) -> None:

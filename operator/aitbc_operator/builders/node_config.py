@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..chainpaths import sqlite_url
-from ..models.node import AitbcNodeSpec, EnvVar
+from ..models.node import CHAIN_DB_URL_PREFIX, ENV_MEMPOOL_DB_URL, ENV_REDIS_URL, AitbcNodeSpec, EnvVar
 from .common import child_metadata, strip_framework_metadata
 
 #: Pod-template annotation carrying the configuration hash (on the node and the RPC pod templates).
@@ -40,9 +40,7 @@ ENV_DATA_DIR = "DATA_DIR"
 ENV_CHAIN_ID = "CHAIN_ID"
 ENV_CHAINS = "CHAINS"
 ENV_CHAIN_DB_URL = "CHAIN_DB_URL"
-ENV_CHAIN_DB_URL_PREFIX = "CHAIN_DB_URL_"
-ENV_REDIS_URL = "REDIS_URL"
-ENV_MEMPOOL_DB_URL = "MEMPOOL_DB_URL"
+ENV_CHAIN_DB_URL_PREFIX = CHAIN_DB_URL_PREFIX
 #: The node's "use PostgreSQL for chain data" switch in the runbook: never passed through from the user's env.
 ENV_DATABASE_URL = "DATABASE_URL"
 #: Length of the config hash (hex characters of a SHA-256 digest): 64 bits, plenty to tell configurations apart.

@@ -12,14 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..models.base import parse_duration
-from ..models.node import AitbcNodeSpec, ContainerSpec, Resources
+from ..models.node import ENV_MEMPOOL_DB_URL, AitbcNodeSpec, ContainerSpec, Resources
 from .common import LABEL_MANAGED_BY, LABEL_PART_OF, MANAGED_BY, selector_labels
 from .node_config import (
     ANNOTATION_CONFIG_HASH,
     ANNOTATION_NODE_RESTART_MARKER,
     COMPONENT_NODE,
     COMPONENT_RPC,
-    ENV_MEMPOOL_DB_URL,
     MempoolDatabase,
     child_meta,
     names_of,

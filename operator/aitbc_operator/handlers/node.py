@@ -19,12 +19,18 @@ from ..k8s import resources as r
 from ..k8s.client import Kube
 from ..reconcilers.node import NodeOutcome, reconcile_node
 from ..settings import Settings
-from .common import event, guarded, now, object_lock
+from .common import Requeues, event, guarded, now, object_lock
 
 log = logging.getLogger(__name__)
 KIND = "AitbcNode"
 PLURAL = "aitbcnodes"
-_REQUEUE = "node-requeue"
+_REQUEUES = "node-requeues"
+
+
+def requeues(memo: MutableMapping[str, Any]) -> Requeues:
+    """The AitbcNode daemons' wake-ups (one registry per operator)."""
+    registry: Requeues = memo.setdefault(_REQUEUES, Requeues())
+    return registry
 
 
 async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *, probe: bool = False) -> None:
@@ -38,10 +44,10 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
         outcome: NodeOutcome = await guarded(
             KIND,
             lambda: reconcile_node(
-                kube, body, operator_image=cfg.operator_image, now=now(), probe_heights=probe,
+                kube, body, operator_image=cfg.operator_image, now=now(), policy=cfg.node_policy, probe_heights=probe,
             ),
         )
-        memo.setdefault(_REQUEUE, {})[(namespace, name)] = outcome.requeue_after
+        requeues(memo).request((namespace, name), outcome.requeue_after)
         metrics.set_rollout_phase(namespace, name, outcome.phase)
         for reason, message, warning in outcome.events:
             event(body, reason, message, warning=warning)
@@ -64,24 +70,26 @@ async def node_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: A
     # set the series again after they were removed. Later ones see the deletionTimestamp and stop early.
     async with object_lock(memo, KIND, namespace, name):
         metrics.set_rollout_phase(namespace, name, None)
-        memo.setdefault(_REQUEUE, {}).pop((namespace, name), None)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
 async def node_daemon(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Re-check while a rollout runs (timeouts) and every poll interval otherwise (RPC head heights)."""
+    """Re-check while a rollout runs (timeouts) and every poll interval otherwise (RPC head heights).
+
+    Sleeps until the latest reconcile's requeue hint, whoever ran it (a child event's reconcile included).
+    """
     assert namespace is not None
     cfg: Settings = memo["settings"]
-    while not stopped:
-        delay = memo.setdefault(_REQUEUE, {}).get((namespace, name)) or cfg.node_poll_interval
-        await stopped.wait(min(delay, cfg.node_poll_interval))
-        if stopped:
-            break
-        try:
-            await reconcile(memo, namespace, name, probe=True)
-        except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
-            log.info("AitbcNode %s/%s: %s", namespace, name, exc)
+    with requeues(memo).daemon((namespace, name)) as wake:
+        while not stopped:
+            await Requeues.sleep(wake, stopped, cfg.node_poll_interval)
+            if stopped:
+                break
+            try:
+                await reconcile(memo, namespace, name, probe=True)
+            except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+                log.info("AitbcNode %s/%s: %s", namespace, name, exc)
 
 
 async def _from_child(memo: MutableMapping[str, Any], namespace: str | None, labels: dict[str, str]) -> None:

@@ -160,9 +160,12 @@ class Kube:
             return None
         return obj
 
-    async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None) -> list[Obj]:
-        """Objects of a kind in a namespace (or all namespaces), optionally filtered by labels."""
+    async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None,
+                   field_selector: str | None = None) -> list[Obj]:
+        """Objects of a kind in a namespace (or all namespaces), optionally filtered by labels and fields."""
         query = [("labelSelector", label_selector)] if label_selector else []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         path = kind.path(namespace) if namespace else kind.cluster_path()
         result: Obj = await self.request("GET", path, query=query)
         items: list[Obj] = result.get("items", [])

@@ -18,6 +18,19 @@ from .base import (
     cel,
     validations,
 )
+from .rules import (
+    FORBIDDEN_HOST_PATH_MESSAGE,
+    IMAGE_REFERENCE,
+    IMAGE_REFERENCE_MESSAGE,
+    NORMALISED_PATH_MESSAGE,
+    cel_is_allowed_host_path,
+    cel_is_normalised_path,
+    cel_list,
+    cel_string,
+    is_forbidden_host_path,
+    is_image_reference,
+    is_normalised_path,
+)
 from .volume_report import VolumeReport
 
 KIND = "AitbcNode"
@@ -29,6 +42,51 @@ ABSOLUTE_PATH_PATTERN = r"^/[^\x00]*$"
 #: Environment variables that carry chain-database URLs: chain data are always SQLite.
 CHAIN_DB_ENV_VARS = ("DATABASE_URL", "CHAIN_DB_URL")
 _POSTGRES_SCHEMES = ("postgres:", "postgresql:", "postgresql+")
+#: Environment names the operator always sets (or, DATABASE_URL, always keeps unset) for node and RPC; besides these
+#: it owns ``CHAIN_DB_URL_<CHAIN>`` of every chain, ``REDIS_URL`` with ``redisUrl`` and ``MEMPOOL_DB_URL`` with
+#: ``mempool.databaseRef`` (builders/node_config.py: reserved_env_names, which a unit test holds to these).
+OPERATOR_ENV_NAMES = ("DATA_DIR", "CHAIN_ID", "CHAINS", "CHAIN_DB_URL", "DATABASE_URL")
+CHAIN_DB_URL_PREFIX = "CHAIN_DB_URL_"
+ENV_REDIS_URL = "REDIS_URL"
+ENV_MEMPOOL_DB_URL = "MEMPOOL_DB_URL"
+
+
+def _image_rule(what: str) -> dict[str, Any]:
+    return validations(cel(f"self.matches({cel_string(IMAGE_REFERENCE)})", f"{what} {IMAGE_REFERENCE_MESSAGE}"))
+
+
+def _check_image(what: str, value: str) -> str:
+    if not is_image_reference(value):
+        raise ValueError(f"{what} {value!r} {IMAGE_REFERENCE_MESSAGE}")
+    return value
+
+
+def _normalised_path_rule(what: str, *more: dict[str, str]) -> dict[str, Any]:
+    return validations(cel(cel_is_normalised_path("self"), f"{what} {NORMALISED_PATH_MESSAGE}"), *more)
+
+
+def _check_normalised_path(what: str, value: str) -> str:
+    if not is_normalised_path(value):
+        raise ValueError(f"{what} {value!r} {NORMALISED_PATH_MESSAGE}")
+    return value
+
+
+def _reserved_env_rule(container: str) -> dict[str, str]:
+    """CEL at spec level (it needs chains, redisUrl and mempool): ``<container>.env`` sets no operator-owned name."""
+    env = f"self.{container}.env"
+    reserved = (
+        f"e.name in {cel_list(OPERATOR_ENV_NAMES)}"
+        f" || self.chains.exists(c, e.name == {cel_string(CHAIN_DB_URL_PREFIX)} + c.upperAscii().replace('-', '_'))"
+        f" || (has(self.redisUrl) && e.name == {cel_string(ENV_REDIS_URL)})"
+        f" || (has(self.mempool) && has(self.mempool.databaseRef) && e.name == {cel_string(ENV_MEMPOOL_DB_URL)})"
+    )
+    return cel(
+        f"!has({env}) || {env}.all(e, !({reserved}))",
+        f"{container}.env must not set a variable the operator sets: {', '.join(OPERATOR_ENV_NAMES)},"
+        f" {CHAIN_DB_URL_PREFIX}<CHAIN> of each chain, {ENV_REDIS_URL} (with redisUrl), {ENV_MEMPOOL_DB_URL}"
+        " (with mempool.databaseRef)",
+        field_path=f".{container}.env",
+    )
 
 
 class EnvVar(Spec):
@@ -94,8 +152,8 @@ class Toleration(Spec):
 class ContainerSpec(Spec):
     """Image, command and runtime settings of the node or the RPC container."""
 
-    image: str = Field(min_length=1, max_length=512)
-    """Container image."""
+    image: str = Field(min_length=1, max_length=512, json_schema_extra=_image_rule("image"))
+    """Container image, e.g. ghcr.io/aitbc/blockchain-node:1.0 (a reference as the container runtime reads it)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Image pull policy."""
     command: list[str] = Field(default_factory=list)
@@ -110,6 +168,11 @@ class ContainerSpec(Spec):
     """Compute resources."""
     readiness_path: str | None = Field(default=None, pattern=r"^/.*$", max_length=512)
     """HTTP path for the readiness probe; a TCP probe on `port` when unset."""
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        return _check_image("image", value)
 
 
 class NodeContainerSpec(ContainerSpec):
@@ -129,10 +192,30 @@ class RpcContainerSpec(ContainerSpec):
 class HostPathStorage(Spec):
     """Chain data in a directory of one Kubernetes node."""
 
-    path: str = Field(default=DEFAULT_DATA_DIR, pattern=ABSOLUTE_PATH_PATTERN, max_length=4096)
-    """Directory on the Kubernetes node."""
-    node_name: str = Field(min_length=1, max_length=253)
-    """The Kubernetes node holding the data; node and RPC pods are pinned to it."""
+    path: str = Field(
+        default=DEFAULT_DATA_DIR, pattern=ABSOLUTE_PATH_PATTERN, max_length=4096,
+        json_schema_extra=_normalised_path_rule(
+            "storage.hostPath.path",
+            cel(cel_is_allowed_host_path("self"), f"storage.hostPath.path {FORBIDDEN_HOST_PATH_MESSAGE}"),
+            cel("self == oldSelf", "storage.hostPath.path is immutable (create a new AitbcNode to move the data)"),
+        ),
+    )
+    """Directory on the Kubernetes node. Immutable. It must lie under one of the prefixes the operator's settings
+    allow (AITBC_NODE_HOSTPATH_PREFIXES, default /var/lib/aitbc) and is never /, /etc, /proc, /sys, /dev, /var/run,
+    /run, /root, /boot or /usr, a path under one of them or a directory containing one."""
+    node_name: str = Field(
+        min_length=1, max_length=253,
+        json_schema_extra=validations(cel("self == oldSelf", "storage.hostPath.nodeName is immutable")),
+    )
+    """The Kubernetes node holding the data; node and RPC pods are pinned to it. Immutable."""
+
+    @field_validator("path")
+    @classmethod
+    def _allowed_path(cls, value: str) -> str:
+        _check_normalised_path("storage.hostPath.path", value)
+        if is_forbidden_host_path(value):
+            raise ValueError(f"storage.hostPath.path {value!r} {FORBIDDEN_HOST_PATH_MESSAGE}")
+        return value
 
 
 class PvcStorage(Spec):
@@ -186,17 +269,24 @@ class StorageSpec(Spec):
 class VolumePrepSpec(Spec):
     """The init container that prepares the chain volume (`aitbc-operator volume prepare`)."""
 
-    privileged: bool = True
-    """Run privileged as root (the runbook's sudo). False: least privilege, root with only CHOWN, FOWNER,
-    DAC_OVERRIDE and LINUX_IMMUTABLE capabilities."""
+    privileged: bool = False
+    """False (default): least privilege, root with only the CHOWN, FOWNER, DAC_OVERRIDE and LINUX_IMMUTABLE
+    capabilities, which does all of the work on Btrfs. True: privileged root (the runbook's sudo), only where the
+    operator's settings allow it (AITBC_NODE_ALLOW_PRIVILEGED)."""
     run_as_user: int = Field(default=1000, ge=1, le=2147483647)
     """UID owning the chain data, and that node and RPC run as (non-root)."""
     run_as_group: int = Field(default=1000, ge=0, le=2147483647)
     """GID owning the chain data."""
     integrity_check: Literal["quick", "full", "off"] = "quick"
     """PRAGMA quick_check, integrity_check, or none, before the node starts."""
-    image: str | None = Field(default=None, max_length=512)
-    """Override the image (default: the operator's own image, from its settings)."""
+    image: str | None = Field(default=None, max_length=512, json_schema_extra=_image_rule("volumePrep.image"))
+    """Override the image (default: the operator's own image). Only an image the operator's settings list
+    (AITBC_NODE_VOLUME_PREP_IMAGES) is accepted: this container runs as root on the chain volume."""
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        return None if value is None else _check_image("volumePrep.image", value)
 
 
 class MempoolSpec(Spec):
@@ -230,8 +320,13 @@ class AitbcNodeSpec(Spec):
     """Chain ids served by this node, e.g. [ait-mainnet, ait-testnet]. Each gets `data/<chain>/chain.db`."""
     chain_id: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)
     """The default chain (CHAIN_ID); must be one of `chains`. Defaults to the first chain."""
-    data_dir: str = Field(default=DEFAULT_DATA_DIR, pattern=ABSOLUTE_PATH_PATTERN, max_length=1024)
-    """DATA_DIR inside the containers; the chain volume is mounted here."""
+    data_dir: str = Field(
+        default=DEFAULT_DATA_DIR, pattern=ABSOLUTE_PATH_PATTERN, max_length=1024,
+        json_schema_extra=_normalised_path_rule(
+            "dataDir", cel("self == oldSelf", "dataDir is immutable (the chain URLs and the volume layout follow it)"),
+        ),
+    )
+    """DATA_DIR inside the containers; the chain volume is mounted here. Immutable."""
     redis_url: str | None = Field(default=None, pattern=r"^rediss?://.+$", max_length=1024)
     """REDIS_URL for the gossip protocol."""
     node: NodeContainerSpec
@@ -256,8 +351,17 @@ class AitbcNodeSpec(Spec):
         "json_schema_extra": validations(
             cel("!has(self.chainId) || self.chainId in self.chains", "chainId must be one of chains",
                 field_path=".chainId"),
+            # Not mirrored in the model: a spec stored before this rule existed (or under an older CRD) keeps working,
+            # the operator's values win and reconcilers/node.py posts a Warning Event naming the ignored variables.
+            _reserved_env_rule("node"),
+            _reserved_env_rule("rpc"),
         )
     }
+
+    @field_validator("data_dir")
+    @classmethod
+    def _normalised_data_dir(cls, value: str) -> str:
+        return _check_normalised_path("dataDir", value)
 
     @field_validator("chains")
     @classmethod

@@ -1,8 +1,11 @@
 """Reconcile one AitbcNode: gather the world, let the rollout decide, apply children, write status.
 
+Before the first write every child name is checked: one held by an object this AitbcNode does not own (made by hand,
+another resource's) stops the reconcile with NameConflict naming it and its owner, and nothing is written.
 Order of writes: PVC, node ConfigMap and Services, then the node StatefulSet with the desired hash; the RPC's
 ConfigMap and Deployment only as the rollout decision allows (see aitbc_operator.rollout). Every write is skipped
 when the live object already matches, and status is patched only when it changed, so a steady node costs reads only.
+A pod or controller that cannot run the workloads (workload_health.py) makes the AitbcNode Degraded at once.
 """
 
 from __future__ import annotations
@@ -16,22 +19,38 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import conditions, errors
+from .. import conditions, errors, node_policy
 from ..builders import node as b
 from ..chainpaths import sqlite_url
 from ..k8s import resources as r
-from ..k8s.client import Kube
+from ..k8s.client import Kube, Obj
+from ..k8s.ownership import ownership_conflict
 from ..models.base import ConditionStatus
 from ..models.database import AitbcDatabaseSpec
 from ..models.node import AitbcNodeSpec, AitbcNodeStatus, ChainStatus
 from ..models.volume_report import VolumeReport
-from ..rollout import RolloutSnapshot, decide, observe_node, observe_rpc
+from ..node_policy import NodePolicy
+from ..rollout import (
+    POLL_SECONDS,
+    NodeObservation,
+    RolloutDecision,
+    RolloutSnapshot,
+    RpcObservation,
+    RpcTarget,
+    decide,
+    observe_node,
+    observe_rpc,
+)
+from ..workload_health import WorkloadProblem, node_pod_missing, workload_problem
 from .common import record_failure, validate_spec
 from .rpc_probe import Height, head_heights
 
 log = logging.getLogger(__name__)
 
 STORAGE_READY = "StorageReady"
+#: Warning Event: env entries of the spec that the operator's own values replace (the CRD refuses them today; a spec
+#: stored before that rule, or under an older CRD, still has them).
+REASON_RESERVED_ENV = "ReservedEnvIgnored"
 NODE_READY = "NodeReady"
 RPC_READY = "RpcReady"
 
@@ -47,12 +66,19 @@ class NodeOutcome:
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # (reason, message, warning)
 
 
-def parse_spec(body: Mapping[str, Any]) -> AitbcNodeSpec:
-    """The validated spec, or InvalidSpec naming the fields (the CRD should have caught it already)."""
+def parse_spec(body: Mapping[str, Any], policy: NodePolicy) -> AitbcNodeSpec:
+    """The validated spec, or InvalidSpec naming the fields and the rules they break.
+
+    The CRD should have refused a bad spec already, and the admission policy one the operator's node policy refuses;
+    this is the same check where the policy is not installed (or was changed after the object was admitted).
+    """
     spec = validate_spec(AitbcNodeSpec, body)
     problems = b.owner_name_problems(body["metadata"]["name"])
     if problems:
         raise errors.InvalidSpec("; ".join(problems))
+    refused = node_policy.violations(spec, policy)
+    if refused:
+        raise errors.InvalidSpec("refused by the operator's node policy: " + "; ".join(map(str, refused)))
     return spec
 
 
@@ -117,6 +143,7 @@ async def reconcile_node(
     *,
     operator_image: str,
     now: datetime,
+    policy: NodePolicy,
     probe_heights: bool = False,
 ) -> NodeOutcome:
     """One level-based reconcile of an AitbcNode; raises the operator's errors after recording them in status."""
@@ -124,7 +151,7 @@ async def reconcile_node(
     namespace = meta["namespace"]
     status = AitbcNodeStatus.model_validate(body.get("status") or {})
     try:
-        spec = parse_spec(body)
+        spec = parse_spec(body, policy)
         mempool = await resolve_mempool(kube, namespace, spec)
         return await _converge(
             kube, body, spec, status, mempool, operator_image=operator_image, now=now,
@@ -133,6 +160,74 @@ async def reconcile_node(
     except errors.OperatorError as exc:
         await record_failure(kube, r.AITBC_NODE, body, status.model_copy(deep=True), exc, now=now)
         raise
+
+
+@dataclass
+class _Observed:
+    """What one reconcile read before deciding."""
+
+    secrets: dict[str, Mapping[str, str] | None]
+    statefulset: Obj | None
+    pod: Obj | None
+    deployment: Obj | None
+
+
+async def _observe(kube: Kube, namespace: str, names: b.NodeNames, spec: AitbcNodeSpec,
+                   mempool: b.MempoolDatabase | None) -> _Observed:
+    secrets: dict[str, Mapping[str, str] | None] = {}
+    for secret_name in b.referenced_secret_names(spec, mempool):
+        secret = await kube.get(r.SECRET, namespace, secret_name)
+        secrets[secret_name] = None if secret is None else (secret.get("data") or {})
+    if mempool is not None and secrets.get(mempool.secret_name) is None:
+        raise errors.NotFound(
+            f"Secret {mempool.secret_name} of the mempool database is not there yet", reason="DatabaseNotReady"
+        )
+    return _Observed(
+        secrets=secrets,
+        statefulset=await kube.get(r.STATEFULSET, namespace, names.statefulset),
+        pod=await kube.get(r.POD, namespace, names.node_pod),
+        deployment=await kube.get(r.DEPLOYMENT, namespace, names.deployment),
+    )
+
+
+def _key(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    return str(manifest["kind"]), str(manifest["metadata"]["name"])
+
+
+async def _live_children(kube: Kube, namespace: str, children: b.NodeChildren,
+                         seen: _Observed) -> dict[tuple[str, str], Obj | None]:
+    """The live object of every child (None: absent); the workloads were read already."""
+    live: dict[tuple[str, str], Obj | None] = {
+        _key(children.statefulset): seen.statefulset, _key(children.deployment): seen.deployment,
+    }
+    for manifest in children.in_apply_order():
+        if _key(manifest) not in live:
+            live[_key(manifest)] = await kube.get(r.kind_of(manifest), namespace, manifest["metadata"]["name"])
+    return live
+
+
+def _refuse_foreign(children: b.NodeChildren, live: Mapping[tuple[str, str], Obj | None]) -> None:
+    """NameConflict naming every child whose name is held by an object this AitbcNode does not own (before any
+    write, so nothing is half-made)."""
+    conflicts = [c for m in children.in_apply_order() if (c := ownership_conflict(m, live[_key(m)])) is not None]
+    if conflicts:
+        raise errors.NameConflict("; ".join(conflicts))
+
+
+async def _workload_problem(kube: Kube, namespace: str, seen: _Observed,
+                            rpc: RpcObservation | None) -> WorkloadProblem | None:
+    """Why node or RPC cannot run; Events and RPC pods are read only when something is missing or unavailable."""
+    events: list[Obj] = []
+    if node_pod_missing(seen.statefulset, seen.pod) and seen.statefulset is not None:
+        name = seen.statefulset["metadata"]["name"]
+        events = await kube.list(r.EVENT, namespace,
+                                 field_selector=f"involvedObject.kind=StatefulSet,involvedObject.name={name}")
+    rpc_pods: list[Obj] = []
+    if rpc is not None and seen.deployment is not None and not (rpc.rollout_complete and rpc.available_replicas):
+        selector = seen.deployment["spec"]["selector"]["matchLabels"]
+        rpc_pods = await kube.list(r.POD, namespace, label_selector=",".join(f"{k}={v}" for k, v in selector.items()))
+    return workload_problem(statefulset=seen.statefulset, node_pod=seen.pod, statefulset_events=events,
+                            deployment=seen.deployment, rpc_pods=rpc_pods)
 
 
 async def _converge(
@@ -148,24 +243,12 @@ async def _converge(
 ) -> NodeOutcome:
     meta = body["metadata"]
     namespace = meta["namespace"]
-    names = b.names_of(body)
     outcome = NodeOutcome(requeue_after=None)
 
     # --- gather -------------------------------------------------------------------------------------------------------
-    secrets: dict[str, Mapping[str, str] | None] = {}
-    for secret_name in b.referenced_secret_names(spec, mempool):
-        secret = await kube.get(r.SECRET, namespace, secret_name)
-        secrets[secret_name] = None if secret is None else (secret.get("data") or {})
-    if mempool is not None and secrets.get(mempool.secret_name) is None:
-        raise errors.NotFound(
-            f"Secret {mempool.secret_name} of the mempool database is not there yet", reason="DatabaseNotReady"
-        )
-    node_cm = b.node_configmap(body, spec)
-    desired_hash = b.config_hash(spec, node_cm["data"], secrets, mempool=mempool)
-    sts = await kube.get(r.STATEFULSET, namespace, names.statefulset)
-    pod = await kube.get(r.POD, namespace, names.node_pod)
-    deployment = await kube.get(r.DEPLOYMENT, namespace, names.deployment)
-    node_obs, rpc_obs = observe_node(sts, pod), observe_rpc(deployment)
+    seen = await _observe(kube, namespace, b.names_of(body), spec, mempool)
+    desired_hash = b.config_hash(spec, b.node_environment(spec), seen.secrets, mempool=mempool)
+    node_obs, rpc_obs = observe_node(seen.statefulset, seen.pod), observe_rpc(seen.deployment)
 
     # --- decide -------------------------------------------------------------------------------------------------------
     decision = decide(
@@ -178,40 +261,25 @@ async def _converge(
             now=now,
         )
     )
+    rpc_target = decision.rpc or RpcTarget(desired_hash, "")  # without a target the RPC's manifest is only checked
+    children = b.node_children(
+        body, spec, node_hash=decision.node_hash, rpc_hash=rpc_target.config_hash,
+        node_restart_marker=rpc_target.node_restart_marker, operator_image=operator_image, mempool=mempool,
+    )
+    live = await _live_children(kube, namespace, children, seen)
+    _refuse_foreign(children, live)
 
     # --- act ----------------------------------------------------------------------------------------------------------
-    async def ensure(manifest: Mapping[str, Any] | None, live: Mapping[str, Any] | None = None,
-                     *, fetch: bool = True) -> Mapping[str, Any] | None:
-        if manifest is None:
-            return None
-        desired = dict(manifest)
-        kind = r.kind_of(desired)
-        current = live
-        if current is None and fetch:
-            current = await kube.get(kind, namespace, desired["metadata"]["name"])
-        applied, written = await kube.apply_if_changed(desired, dict(current) if current is not None else None)
-        if written:
-            outcome.written.append(f"{kind.kind}/{desired['metadata']['name']}")
-        return applied
-
-    await ensure(b.chain_pvc(body, spec))
-    await ensure(node_cm)
-    await ensure(b.node_service(body, spec))
-    rpc_service = await ensure(b.rpc_service(body, spec))
-    await ensure(
-        b.node_statefulset(body, spec, config_hash=decision.node_hash, operator_image=operator_image, mempool=mempool),
-        sts, fetch=False,
-    )
+    writes = [children.pvc, children.node_configmap, children.node_service, children.rpc_service, children.statefulset]
     if decision.rpc is not None and decision.rpc_config_current:
         # Only onto the desired hash: an RPC left on an older one keeps its Deployment untouched (see the property).
-        await ensure(b.rpc_configmap(body, spec))
-        await ensure(
-            b.rpc_deployment(
-                body, spec, config_hash=decision.rpc.config_hash,
-                node_restart_marker=decision.rpc.node_restart_marker, mempool=mempool,
-            ),
-            deployment, fetch=False,
-        )
+        writes += [children.rpc_configmap, children.deployment]
+    current = dict(live)
+    for manifest in writes:
+        if manifest is not None:
+            current[_key(manifest)], written = await kube.apply_if_changed(manifest, live[_key(manifest)])
+            if written:
+                outcome.written.append("/".join(_key(manifest)))
     restarted = (
         decision.write_rpc
         and decision.rpc is not None
@@ -220,19 +288,58 @@ async def _converge(
     )
     if restarted:
         outcome.events.append(("RestartingRpc", "the node restarted: restarting the RPC after it", False))
+    shadowed = b.shadowed_env_names(spec, mempool)
+    if shadowed and status.observed_generation != meta.get("generation"):
+        outcome.events.append((REASON_RESERVED_ENV, reserved_env_message(shadowed), True))
 
     # --- status -------------------------------------------------------------------------------------------------------
+    problem = await _workload_problem(kube, namespace, seen, rpc_obs)
+    new = _status(body, status, decision, problem, seen.pod, node_obs, rpc_obs, now=now)
+    base_url = rpc_base_url(current[_key(children.rpc_service)], spec.rpc.port)
+    new.chains = await _chains(spec, status, probe=probe_heights and _rpc_ready(rpc_obs), base_url=base_url)
+    outcome.status_written = await kube.patch_status(r.AITBC_NODE, body, new.to_wire())
+    outcome.requeue_after = decision.requeue_after
+    if problem is not None:
+        outcome.requeue_after = min(decision.requeue_after or POLL_SECONDS, POLL_SECONDS)
+    outcome.phase = decision.status.phase
+    return outcome
+
+
+def reserved_env_message(names: list[str]) -> str:
+    """The Warning Event for env entries the operator's own values replace."""
+    return (f"env {', '.join(names)} ignored: the operator sets these itself (DATA_DIR, the chain URLs, ...);"
+            " remove them from spec.node.env / spec.rpc.env")
+
+
+def _rpc_ready(rpc: RpcObservation | None) -> bool:
+    return bool(rpc and rpc.available_replicas > 0)
+
+
+def _status(
+    body: Mapping[str, Any],
+    status: AitbcNodeStatus,
+    decision: RolloutDecision,
+    problem: WorkloadProblem | None,
+    pod: Obj | None,
+    node_obs: NodeObservation | None,
+    rpc_obs: RpcObservation | None,
+    *,
+    now: datetime,
+) -> AitbcNodeStatus:
+    """The new status: rollout, volume report and conditions (a workload problem makes it Degraded at once)."""
+    names = b.names_of(body)
+    gen = body["metadata"].get("generation")
     new = status.model_copy(deep=True)
-    new.observed_generation = meta.get("generation")
+    new.observed_generation = gen
     new.rollout = decision.status
     new.config_hash = decision.status.rpc_hash if decision.ready else status.config_hash
     report = volume_report(pod)
     if report is not None:
         new.volume = report
-    gen = meta.get("generation")
+    reason, message = (problem.reason, problem.message) if problem else (decision.reason, decision.message)
     conds = conditions.summary(
-        status.conditions, ready=decision.ready, progressing=decision.progressing, degraded=decision.degraded,
-        reason=decision.reason, message=decision.message, now=now, generation=gen,
+        status.conditions, ready=decision.ready and problem is None, progressing=decision.progressing,
+        degraded=decision.degraded or problem is not None, reason=reason, message=message, now=now, generation=gen,
     )
     storage_status, storage_reason, storage_message = _storage_condition(new.volume)
     conds = conditions.set_condition(
@@ -243,7 +350,7 @@ async def _converge(
         conds, NODE_READY, "True" if node_ready else "False", "PodReady" if node_ready else "PodNotReady",
         f"pod {names.node_pod} {'is' if node_ready else 'is not'} Ready", now=now, generation=gen,
     )
-    rpc_ready = bool(rpc_obs and rpc_obs.available_replicas > 0)
+    rpc_ready = _rpc_ready(rpc_obs)
     conds = conditions.set_condition(
         conds, RPC_READY, "True" if rpc_ready else "False",
         "Available" if rpc_ready else ("NotCreated" if rpc_obs is None else "Unavailable"),
@@ -251,12 +358,7 @@ async def _converge(
         now=now, generation=gen,
     )
     new.conditions = conds
-    new.chains = await _chains(spec, status, probe=probe_heights and rpc_ready,
-                               base_url=rpc_base_url(rpc_service, spec.rpc.port))
-    outcome.status_written = await kube.patch_status(r.AITBC_NODE, body, new.to_wire())
-    outcome.requeue_after = decision.requeue_after
-    outcome.phase = decision.status.phase
-    return outcome
+    return new
 
 
 async def _chains(

@@ -1,6 +1,8 @@
 """Read each chain's head height from the RPC service (`GET /rpc/head?chain_id=<id>`), with short timeouts.
 
 Failures are only noted, as a short stable category (so a node whose RPC stays unreachable causes no status churn).
+Redirects are never followed: the RPC pod is the AitbcNode author's code, and a redirect would make the operator
+request whatever URL it names (an SSRF from inside the cluster, with the operator's network position).
 """
 
 from __future__ import annotations
@@ -13,6 +15,16 @@ import urllib.request
 from dataclasses import dataclass
 
 TIMEOUT_SECONDS = 1.5
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Answers a 3xx with the error itself instead of a request to the new location."""
+
+    def redirect_request(self, *_: object, **__: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 @dataclass(frozen=True)
@@ -28,8 +40,11 @@ def _fetch(base_url: str, chain: str) -> Height:
     if not url.startswith(("http://", "https://")):
         return Height(None, "bad url")
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 (scheme checked)
+        with _OPENER.open(url, timeout=TIMEOUT_SECONDS) as response:
             payload = json.loads(response.read(65536))
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return Height(None, "redirect refused" if 300 <= exc.code < 400 else f"HTTP {exc.code}")
     except TimeoutError:
         return Height(None, "timeout")
     except (OSError, urllib.error.URLError, ConnectionError):

@@ -2,7 +2,8 @@
 
 The query (``SELECT COUNT(*), MAX(height) FROM block``) runs through SQLAlchemy on the very
 ``sqlite:////…/chain.db`` URL the node and RPC get (`chainpaths.sqlite_url`), so a check also proves that URL
-points at the file. Nothing is written: connections are ``query_only`` and a missing database is not created.
+points at the file. Nothing is written: connections are ``query_only`` and a missing database is not created; they
+are hardened like every connection of the tool (db.harden: no untrusted schema code, no extensions).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import column, create_engine, func, inspect, select, table
+from sqlalchemy import column, create_engine, event, func, inspect, select, table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -34,6 +35,7 @@ class CheckOptions:
 def block_stats(url: str) -> dict[str, int | None] | None:
     """``{"count": COUNT(*), "maxHeight": MAX(height)}`` of the ``block`` table at ``url``; None without one."""
     engine = create_engine(url, poolclass=NullPool)
+    event.listen(engine, "connect", lambda dbapi_connection, _record: sq.harden(dbapi_connection))
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA query_only=ON")

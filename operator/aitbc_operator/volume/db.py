@@ -2,6 +2,10 @@
 
 The standard library's sqlite3 is used for PRAGMAs and the online backup API. Connections are opened in
 autocommit mode (``isolation_level=None``) so that transactions are explicit.
+
+Every connection is hardened (:func:`harden`) before it reads a schema: the chain databases are writable by the node
+container, and this tool runs as root in the init container, so a view, trigger, CHECK/DEFAULT or index expression
+planted in a schema must not get to call anything but SQLite's innocuous built-ins, and nothing may load an extension.
 """
 
 from __future__ import annotations
@@ -56,15 +60,34 @@ def sidecars(db: Path) -> list[Path]:
     return [p for p in (db.with_name(db.name + s) for s in SQLITE_SIDECAR_SUFFIXES) if p.exists()]
 
 
+def harden(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """``PRAGMA trusted_schema=OFF`` (schema code may call innocuous built-ins only) and extension loading off.
+
+    Python builds without loadable extensions have no ``enable_load_extension`` (and then SQLite's
+    ``load_extension()`` is off already); where it exists it is switched off explicitly.
+    """
+    if hasattr(conn, "enable_load_extension"):
+        conn.enable_load_extension(False)
+    conn.execute("PRAGMA trusted_schema=OFF")
+    return conn
+
+
 @contextmanager
 def connect(
     db: Path, *, timeout: float = DEFAULT_BUSY_TIMEOUT, read_only: bool = False
 ) -> Iterator[sqlite3.Connection]:
-    """A connection to an existing database file (never creates one), closed on exit."""
+    """A hardened connection to an existing database file (never creates one), closed on exit."""
     mode = "ro" if read_only else "rw"
     uri = f"{db.resolve().as_uri()}?mode={mode}"
     with closing(sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)) as conn:
-        yield conn
+        yield harden(conn)
+
+
+@contextmanager
+def create(db: Path) -> Iterator[sqlite3.Connection]:
+    """A hardened connection to a new database file of this tool (a copy), closed on exit."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        yield harden(conn)
 
 
 def journal_mode(conn: sqlite3.Connection) -> str:
@@ -240,7 +263,7 @@ def online_backup(src: Path, dest: Path, *, timeout: float = DEFAULT_BUSY_TIMEOU
     does not block the writer. The copy is switched to the rollback journal (a single self-contained file),
     checked with quick_check and fsynced.
     """
-    with connect(src, timeout=timeout) as source, closing(sqlite3.connect(dest, isolation_level=None)) as target:
+    with connect(src, timeout=timeout) as source, create(dest) as target:
         source.backup(target)
         target.execute("PRAGMA journal_mode=DELETE")
         check = target.execute("PRAGMA quick_check").fetchone()

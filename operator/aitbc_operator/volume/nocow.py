@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import closing, suppress
+from contextlib import suppress
 from pathlib import Path
 
 from . import db as sq
@@ -57,7 +57,7 @@ def _copy_exclusively(db: Path, tmp: Path, timeout: float) -> tuple[dict[str, in
             src.execute("BEGIN EXCLUSIVE")  # in exclusive locking mode the lock stays after COMMIT until close
             src.execute("COMMIT")
             counts = sq.row_counts(src)
-            with closing(sqlite3.connect(tmp, isolation_level=None)) as dst:
+            with sq.create(tmp) as dst:
                 src.backup(dst)
             identity = _identity(db)
     except sqlite3.OperationalError as exc:

@@ -7,6 +7,11 @@ Per run, in this order (each step looks before it acts, so a second run changes 
 4. per chain: ``data/<chain>/`` exists with NOCOW; an existing ``chain.db`` is integrity-checked first (a corrupt one
    is reported and left alone), then re-created NOCOW if it (or its -wal/-shm) lacks the flag, then put in WAL mode;
 5. ownership of the data dir and everything under ``data/`` (not followed through symlinks).
+
+Nothing under the data dir is followed through a symbolic link: ``data/``, a chain directory, a ``chain.db`` or one
+of its sidecars (or the stray default) that is a link stops the run with an error, before anything is done to it.
+The node container owns these paths and could otherwise point this root-run tool (chown, NOCOW, SQLite writes)
+at whatever the link names.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from .. import chainpaths
@@ -76,6 +81,19 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def refuse_symlinks(*paths: Path) -> None:
+    """VolumeError when one of ``paths`` (under the data dir) is a symbolic link."""
+    for path in paths:
+        if path.is_symlink():
+            raise sq.VolumeError(f"{path} is a symbolic link: volume prepare never follows one under the data dir"
+                                 " (remove it)")
+
+
+def _db_paths(db: Path) -> list[Path]:
+    """A database file and every sidecar name it may have."""
+    return [db, *(Path(p) for p in chainpaths.sidecar_paths(PurePosixPath(db)))]
+
+
 def _ensure_dir(run: _Run, path: Path, label: str) -> None:
     if path.is_dir():
         return
@@ -102,6 +120,7 @@ def _ensure_dir_nocow(run: _Run, path: Path, label: str) -> NoCowState:
 def _move_stray_default(run: _Run) -> None:
     """Move ``data/chain.db`` (and its sidecars, keeping them paired) aside; never delete it."""
     stray = Path(chainpaths.stray_default_db_path(run.opts.data_dir))
+    refuse_symlinks(*_db_paths(stray))
     if not stray.exists():
         return
     reason = sq.open_by_others(stray)
@@ -167,6 +186,7 @@ def _journal(run: _Run, chain: str, dbfile: Path) -> str | None:
 def _prepare_chain(run: _Run, chain: str) -> ChainVolumeReport:
     directory = Path(chainpaths.chain_dir(run.opts.data_dir, chain))
     dbfile = Path(chainpaths.chain_db_path(run.opts.data_dir, chain))
+    refuse_symlinks(directory, *_db_paths(dbfile))
     _ensure_dir(run, directory, chain)
     nocow = _ensure_dir_nocow(run, directory, chain)
     if not dbfile.is_file():
@@ -240,6 +260,7 @@ def prepare(opts: PrepareOptions) -> tuple[VolumeReport, list[str]]:
         data = Path(chainpaths.data_root(opts.data_dir))
         _ensure_dir(run, opts.data_dir, "data-dir")
         root_nocow = [_ensure_dir_nocow(run, opts.data_dir, "data-dir")]
+        refuse_symlinks(data)
         _ensure_dir(run, data, "data")
         root_nocow.append(_ensure_dir_nocow(run, data, "data"))
         _move_stray_default(run)
