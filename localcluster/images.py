@@ -20,6 +20,7 @@ egress goes through a TLS-intercepting proxy that only the host's bundle trusts.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -42,6 +43,8 @@ STANDIN = "docker.io/library/aitbc-standin:dev"
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "tzdata")
 _DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
 #: podman/buildah cannot raise limits here (no CAP_SYS_RESOURCE): give the containers fixed ones.
+#: Archives kept per image (the newest): enough for a few checkouts of the project sharing the cache.
+KEEP_ARCHIVES = 4
 CONTAINERS_CONF = """[containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 [engine]
@@ -119,20 +122,30 @@ class Builder:
             raise ClusterError(f"{Path(str(argv[0])).name} failed ({result.returncode}):\n{tail}")
         return result.stdout
 
+    def archive(self, name: str, key: str) -> Path:
+        """Where the archive of ``name`` built with ``key`` lives (several checkouts of the project can share the
+        cache: each build has its own file, the newest few are kept)."""
+        return self.cache / f"{name}-{key[:16]}.tar"
+
     def cached(self, name: str, key: str) -> Image | None:
         """The archive of ``name`` if it was built with ``key``."""
-        archive, stamp = self.cache / f"{name}.tar", self.cache / f"{name}.key"
-        if archive.exists() and stamp.exists() and stamp.read_text() == key:
+        archive = self.archive(name, key)
+        if archive.exists():
+            os.utime(archive)  # recently used: kept by the pruning below
             return Image(archive_ref(archive), archive)
         return None
 
     def export(self, name: str, ref: str, key: str) -> Image:
-        """Save the image as an OCI archive and record its key."""
+        """Save the image as an OCI archive (written aside, then renamed: never half-written) and prune old ones."""
         self.cache.mkdir(parents=True, exist_ok=True)
-        archive = self.cache / f"{name}.tar"
-        archive.unlink(missing_ok=True)
-        self.run("podman", "save", "--format", "oci-archive", "-o", archive, ref)
-        (self.cache / f"{name}.key").write_text(key)
+        archive = self.archive(name, key)
+        partial = archive.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        self.run("podman", "save", "--format", "oci-archive", "-o", partial, ref)
+        partial.rename(archive)
+        old = sorted(self.cache.glob(f"{name}-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in old[KEEP_ARCHIVES:]:
+            stale.unlink(missing_ok=True)
         return Image(ref, archive)
 
     # --- the images ----------------------------------------------------------------------------------------------
@@ -191,10 +204,16 @@ class Builder:
         return result.returncode == 0
 
     def all(self) -> list[Image]:
-        """Every image the real node needs: pause, operator, stand-in."""
+        """Every image the real node needs: pause, operator, stand-in (one build at a time on this machine)."""
         for tool in ("gcc", "mmdebstrap", "podman", "buildah"):
             if shutil.which(tool) is None:
-                raise ClusterError(f"{tool} not found: `make node-deps` installs the Debian packages")
+                raise ClusterError(f"{tool} not found: `make system-deps` installs the Debian packages")
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with (self.cache / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._all()
+
+    def _all(self) -> list[Image]:
         base_key = self.base()
         operator = self.dockerfile_image(
             "aitbc-operator", OPERATOR, REPO_ROOT, ("pyproject.toml", "README.md", "operator", ".dockerignore"),

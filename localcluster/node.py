@@ -120,13 +120,15 @@ class RealNode:
     """containerd + kubelet + kube-proxy joined to a LocalCluster that binds a non-loopback address."""
 
     def __init__(self, cluster: LocalCluster, images: Sequence[Image], *, detach: bool = False,
-                 timeout: float = 120.0) -> None:
+                 timeout: float = 120.0, wait_for_host: float = 0.0) -> None:
         if cluster.host.startswith("127."):
             raise ClusterError("a real node needs the cluster to bind the host's address (LocalCluster(host=...))")
         self.cluster = cluster
         self.images = tuple(images)
         self.detach = detach
         self.timeout = timeout
+        #: Seconds to wait for another real node on this host (another test run, the demo) to go, before refusing.
+        self.wait_for_host = wait_for_host
         self.workdir = cluster.workdir / "node"
         self.state = HOST_STATE / "node"  # short: unix socket paths are limited to 107 bytes
         self.containerd_root = cache_root() / "node" / "containerd"  # images persist between runs
@@ -154,15 +156,7 @@ class RealNode:
         if os.geteuid() != 0:
             raise ClusterError("a real node needs root (containerd, kubelet, iptables, cgroups)")
         began = time.monotonic()
-        with host_lock():
-            previous = Record.load()
-            if previous is not None:
-                if any(_alive(g) for g in previous.groups.values()):
-                    raise ClusterError(f"a real node is already running on this host (from {previous.workdir}): "
-                                       "stop it first (make demo-down, or end the test run that started it)")
-                teardown(previous, bin_dir=self.cluster.bin_dir)  # a crashed run: clean up after it
-            self.record.sysctls = {name: _read_sysctl(name) for name in SYSCTLS}
-            self.record.save()
+        self._claim_host()
         try:
             self._prepare()
             self._start_containerd()
@@ -174,6 +168,25 @@ class RealNode:
             raise
         self.cluster.timings["real-node"] = time.monotonic() - began
         return self
+
+    def _claim_host(self) -> None:
+        """Become the host's one real node: clean up after a crashed one, wait (or refuse) while one runs."""
+        deadline = time.monotonic() + self.wait_for_host
+        while True:
+            with host_lock():
+                previous = Record.load()
+                running = previous is not None and any(_alive(g) for g in previous.groups.values())
+                if not running:
+                    if previous is not None:
+                        teardown(previous, bin_dir=self.cluster.bin_dir)  # a crashed run: clean up after it
+                    self.record.sysctls = {name: _read_sysctl(name) for name in SYSCTLS}
+                    self.record.save()
+                    return
+            if time.monotonic() > deadline:
+                assert previous is not None
+                raise ClusterError(f"a real node is already running on this host (from {previous.workdir}): "
+                                   "stop it first (make demo-down, or end the test run that started it)")
+            time.sleep(5)
 
     def _prepare(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -481,10 +494,11 @@ class RealNodeCluster(LocalCluster):
     the full host teardown, then the control plane.
     """
 
-    def __init__(self, workdir: Path, images: Sequence[Image], **kwargs: Any) -> None:
+    def __init__(self, workdir: Path, images: Sequence[Image], *, wait_for_host: float = 0.0,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("host", node_ip())
         super().__init__(workdir, nodes=(), **kwargs)
-        self.node = RealNode(self, images, detach=self.detach, timeout=self.timeout)
+        self.node = RealNode(self, images, detach=self.detach, timeout=self.timeout, wait_for_host=wait_for_host)
 
     def start(self) -> RealNodeCluster:
         """Control plane, then the node; on failure everything started is stopped again."""

@@ -73,7 +73,9 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodeC
     if reason:
         _unavailable(reason)
     images = Builder().all()
-    cluster = RealNodeCluster(tmp_path_factory.mktemp("realnode"), images, crds=crd_files())
+    # AITBC_REALNODE_WAIT: seconds to queue behind another run's real node on this host (one per host).
+    cluster = RealNodeCluster(tmp_path_factory.mktemp("realnode"), images, crds=crd_files(),
+                              wait_for_host=float(os.environ.get("AITBC_REALNODE_WAIT", "0")))
     cluster.start()
     try:
         yield cluster
