@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -405,3 +406,67 @@ def test_with_the_operator_a_replaced_database_is_served_fresh_after_the_node_re
     wait_until(lambda: file_height(real_ns.chain_dir) > 10, 60, "blocks in the new file")
     wait_until(lambda: abs((rpc_height(base) or -100) - file_height(real_ns.chain_dir)) <= 2, 60,
                "the RPC to follow the file the node writes")
+
+
+# --- workload errors, as a real kubelet reports them --------------------------------------------------------------
+
+def _degraded_within(api: Api, seconds: float) -> tuple[str | None, str]:
+    """Wait until the AitbcNode is Degraded; (reason, message)."""
+    seen: dict[str, Any] = {}
+
+    def degraded() -> bool:
+        node = api.node()
+        for cond in (node.get("status") or {}).get("conditions") or []:
+            if cond["type"] == "Degraded" and cond["status"] == "True":
+                seen.update(cond)
+                return True
+        return False
+
+    wait_until(degraded, seconds, "the AitbcNode to be Degraded", interval=0.5)
+    return seen.get("reason"), seen.get("message", "")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "words"),
+    [
+        # an image the node does not have, never pulled
+        ({"node": {"image": "aitbc-standin:absent", "imagePullPolicy": "Never", "args": ["node"], "port": 8080}},
+         "ErrImageNeverPull", "aitbc-standin:absent"),
+        # the node process exits at once (an unknown role): the kubelet backs off
+        ({"node": {"image": STANDIN, "imagePullPolicy": "Never", "args": ["no-such-role"], "port": 8080}},
+         "CrashLoopBackOff", "container node"),
+        # a Secret key the pod needs is missing
+        ({"node": {"image": STANDIN, "imagePullPolicy": "Never", "args": ["node"], "port": 8080,
+                   "env": [{"name": "EXTRA", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]}},
+         "CreateContainerConfigError", "absent"),
+    ],
+    ids=["image-never-pulled", "crash-loop", "missing-secret"],
+)
+def test_a_pod_that_cannot_run_makes_the_node_degraded_within_seconds(
+        api: Api, real_ns: RealNamespace, change: dict[str, Any], reason: str, words: str) -> None:
+    began = time.monotonic()
+    api.create("aitbcnodes", standin_node(real_ns, **change))
+    got, message = _degraded_within(api, 90)
+    assert got == reason, message
+    assert words in message
+    assert time.monotonic() - began < 90  # not the 10-minute rollout timeout
+    assert not api.exists(api.apps.read_namespaced_deployment, DEPLOY)  # the RPC never went ahead of the node
+
+
+def test_a_corrupt_chain_database_fails_the_init_container_and_says_so(api: Api, real_ns: RealNamespace) -> None:
+    db = real_ns.chain_dir / "data" / CHAINS[0] / "chain.db"
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE block (height INTEGER PRIMARY KEY, hash TEXT)")
+    conn.executemany("INSERT INTO block VALUES (?, ?)", ((h, "x" * 64) for h in range(5000)))
+    conn.commit()
+    conn.close()
+    with db.open("r+b") as f:  # damage the b-tree pages after the schema page
+        f.seek(4096)
+        f.write(b"\xa5" * (db.stat().st_size - 4096))
+    before = db.read_bytes()
+    api.create("aitbcnodes", standin_node(real_ns))
+    got, message = _degraded_within(api, 90)
+    assert got == "InitContainerFailed", message
+    assert "corrupt" in message or "malformed" in message, message
+    assert db.read_bytes() == before  # left byte for byte as it was: never repaired automatically
