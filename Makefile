@@ -119,9 +119,10 @@ kind-up: ## create the kind cluster of kind-config.yaml (control plane + worker,
 	$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s
 
 .PHONY: kind-load
-kind-load: ## build the operator image and load it into the kind nodes
+kind-load: ## build the operator and stand-in images and load them into the kind nodes
 	docker build -t $(KIND_IMAGE) .
-	$(KIND) load docker-image $(KIND_IMAGE) --name $(KIND_CLUSTER)
+	docker build -t aitbc-standin:dev localcluster/standin
+	$(KIND) load docker-image $(KIND_IMAGE) aitbc-standin:dev --name $(KIND_CLUSTER)
 
 .PHONY: kind-demo
 kind-demo: kind-load ## on the kind cluster: CRDs + operator (deploy/overlays/kind), then the samples and their status
@@ -130,8 +131,8 @@ kind-demo: kind-load ## on the kind cluster: CRDs + operator (deploy/overlays/ki
 	  crd/aitbcdatabases.aitbc.io crd/aitbcnodes.aitbc.io
 	$(KUBECTL) --context $(KIND_CONTEXT) apply --server-side -k deploy/overlays/kind
 	$(KUBECTL) --context $(KIND_CONTEXT) -n aitbc-system rollout status deployment/aitbc-operator --timeout=180s
-	$(KUBECTL) --context $(KIND_CONTEXT) apply -k deploy/samples
-	@echo "the AitbcDatabases need a Secret postgres-admin in namespace aitbc (see deploy/samples/kustomization.yaml)"
+	$(KUBECTL) --context $(KIND_CONTEXT) apply -k deploy/samples-local
+	@echo "the AitbcDatabases need a Secret postgres-admin in namespace aitbc-demo (see crds/samples/README.md)"
 	$(KUBECTL) --context $(KIND_CONTEXT) get aitbc -A
 
 .PHONY: kind-down
