@@ -111,6 +111,26 @@ class InsufficientPrivilege(TemporaryError):
 
 
 class NameConflict(PermanentError):
-    """The database or role is already used by something else (another AitbcDatabase, or not ours)."""
+    """The database, role or Secret is already used by something else (another AitbcDatabase, or not ours)."""
 
     reason = "NameConflict"
+
+
+class AdoptionRefused(NameConflict):
+    """An existing role or database may not be adopted even when asked (a privileged role, or owned by one)."""
+
+    reason = "AdoptionRefused"
+
+
+class ServerBusy(TemporaryError):
+    """Too much work already waits for this PostgreSQL server; retried soon."""
+
+    reason = "ServerBusy"
+    delay = 5.0
+
+
+class ReconcileTimeout(TemporaryError):
+    """A reconcile did not finish in time (a slow or silent server); retried."""
+
+    reason = "Timeout"
+    delay = 30.0
