@@ -1,5 +1,6 @@
 """ServerPool against a real PostgreSQL 15: one admin connection per server, owned by a worker thread that runs
-jobs whole and in order; cancelled callers never leave the connection in an unknown state; aclose stops the thread."""
+jobs whole and in order; cancelled callers never leave the connection in an unknown state; aclose stops the thread;
+a dead server (a blackholed port) is tried once per breaker cool-down; a full queue is refused at once."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from collections.abc import Callable
 import pytest
 from psycopg import sql
 
-from aitbc_operator.errors import ServerUnreachable
-from aitbc_operator.postgres import ServerPool, Session
+from aitbc_operator.errors import ServerBusy, ServerUnreachable
+from aitbc_operator.postgres import AdminConnInfo, ServerPool, Session
+from aitbc_operator.postgres import pool as pool_module
+from tests.pg.blackhole import Blackhole
 from tests.pg.fixtures import PgTestServer
 from tests.pg.inspect import su
 
@@ -122,3 +125,52 @@ def test_errors_reach_the_caller_and_a_dead_connection_is_replaced(pg15: PgTestS
     first, second, connects = asyncio.run(main())
     assert first != second
     assert connects == 2  # the unreachable server never connected; the real one twice
+
+
+def test_a_blackholed_server_costs_one_connect_timeout_per_cooldown() -> None:
+    """A port that accepts and never answers: the first job waits out the connect timeout; the jobs queued behind it
+    and every new one fail at once (circuit open); after the cool-down exactly one job tries again."""
+    with Blackhole() as hole:
+        dead = AdminConnInfo(host=hole.host, port=hole.port, user="admin", password="unused", sslmode="disable")
+
+        async def main() -> tuple[list[BaseException | int], float, int, int]:
+            pool = ServerPool(breaker_cooldown=1.0)
+            try:
+                first = await asyncio.gather(*(pool.run(dead, backend_pid) for _ in range(5)), return_exceptions=True)
+                started = time.monotonic()
+                with pytest.raises(ServerUnreachable, match="not tried again for 1 s"):
+                    await pool.run(dead, backend_pid)
+                refused_in = time.monotonic() - started
+                accepted_while_open = hole.accepted
+                await asyncio.sleep(1.0)  # the cool-down (the behaviour under test is time-based)
+                trial = await asyncio.gather(*(pool.run(dead, backend_pid) for _ in range(3)), return_exceptions=True)
+                assert all(isinstance(e, ServerUnreachable) for e in trial)
+                return first, refused_in, accepted_while_open, pool.stats.connect_failures
+            finally:
+                await pool.aclose()
+
+        first, refused_in, accepted_while_open, failures = asyncio.run(main())
+    assert all(isinstance(e, ServerUnreachable) for e in first)
+    assert sum("the attempt before it failed" in str(e) for e in first) == 4, first
+    assert refused_in < 0.5, "refused at once, not after another connect timeout"
+    assert accepted_while_open == 1
+    assert failures == 2, "one attempt, then one trial after the cool-down"
+
+
+def test_a_full_queue_is_refused_at_once(pg15: PgTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "MAX_QUEUED", 2)
+
+    async def main() -> list[BaseException | None]:
+        pool = ServerPool()
+        try:
+            running = asyncio.ensure_future(pool.run(pg15.admin, lambda s: sleep(s, 0.5)))
+            await asyncio.sleep(0.2)  # running: the queue is empty again
+            jobs = [asyncio.ensure_future(pool.run(pg15.admin, lambda s: sleep(s, 0.01))) for _ in range(3)]
+            return [*(await asyncio.gather(running, *jobs, return_exceptions=True))]
+        finally:
+            await pool.aclose()
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:3] == [None, None, None]
+    assert isinstance(outcomes[3], ServerBusy)
+    assert "2 jobs already wait for this server" in str(outcomes[3])
