@@ -8,7 +8,7 @@ then the DDL runs.
 
 The password's source of truth is the connection Secret: on a normal reconcile the role is made to accept the
 Secret's password (reset if changed out of band). A new password (first creation, rotation, a Secret deleted by hand)
-is written to the Secret first and set on the role second, so the role never holds a password that is nowhere else.
+is written to the Secret first and set on the role second, so the role never gets a password the Secret did not hold.
 If the Secret write fails, nothing changed on the server and the old password keeps working; if setting it on the
 role fails, the rotation is still pending (status keeps the old token and time) and the next reconcile rotates again.
 """
