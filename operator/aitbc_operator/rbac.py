@@ -8,9 +8,8 @@ The roles are split so that a reader sees who needs what:
 
 - ``FRAMEWORK`` (ClusterRole): what kopf itself does: watching CRDs, namespace watching, posting Events.
   CRDs and namespaces are cluster-scoped, so it is always bound cluster-wide.
-- ``APPLICATION`` (ClusterRole): what the reconcilers read and write. Namespaced resources, and ``get`` of the
-  namespace itself (which a RoleBinding grants for its own namespace only), so it is bound either cluster-wide
-  (ClusterRoleBinding) or, when only some namespaces are watched, by a RoleBinding in each of them.
+- ``APPLICATION`` (ClusterRole): what the reconcilers read and write. Only namespaced resources, so it is bound either
+  cluster-wide (ClusterRoleBinding) or, when only some namespaces are watched, by a RoleBinding in each of them.
 - ``CLAIMS`` (ClusterRole, always bound cluster-wide): listing AitbcDatabases in every namespace, because a database or
   role name on a PostgreSQL server belongs to one AitbcDatabase cluster-wide (even when few namespaces are watched).
 - ``LEADER_ELECTION`` (Role in the operator's own namespace): the Lease that lets one replica of several reconcile.
@@ -78,7 +77,8 @@ FRAMEWORK = Role(
              " themselves are discovered through the API discovery endpoints, which every user may read)."),
         Rule(("",), ("namespaces",), ("list", "watch"),
              "kopf: follow the watched namespaces when given a list of them (Helm's watchNamespaces); watching"
-             " cluster-wide it does not look at namespaces."),
+             " cluster-wide it does not look at namespaces. The AitbcDatabase finalizer lists its own namespace (by"
+             " name) when a Drop's admin Secret is gone: is the namespace being deleted?"),
         Rule(("",), ("events",), ("create",),
              "kopf and the reconcilers: post Events about handler progress and errors on the custom resources"
              " (each Event is a new object; none is ever patched)."),
@@ -108,9 +108,6 @@ APPLICATION = Role(
         Rule(("",), ("pods",), _READ,
              "Read node and RPC pods: readiness, restarts and the init container's volume report (termination"
              " message). Pods are never deleted; rollouts patch the pod templates."),
-        Rule(("",), ("namespaces",), ("get",),
-             "AitbcDatabase finalizer, when the admin Secret of a Drop is gone: is its namespace being deleted (then"
-             " the Secret can never come back, and the finalizer lets go without dropping)? Its own namespace only."),
     ),
 )
 

@@ -56,10 +56,7 @@ CONNECTION_LIMIT = 7
 
 #: Granted by rbac.py but not needed by this lifecycle, with the reason. Keep it minimal and honest: an entry that the
 #: lifecycle did use fails the test (stale), so does any other unused grant.
-NOT_EXERCISED: dict[tuple[str, str, str], str] = {
-    ("", "namespaces", "get"): "only when a Drop AitbcDatabase's admin Secret is gone at deletion (its namespace being"
-    " deleted?): tests/integration/test_database_operator_trust.py deletes such namespaces",
-}
+NOT_EXERCISED: dict[tuple[str, str, str], str] = {}
 
 Obj = dict[str, Any]
 

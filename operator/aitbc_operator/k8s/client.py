@@ -178,12 +178,13 @@ class Kube:
         return items
 
     async def get_namespace(self, name: str) -> Obj | None:
-        """A Namespace, or None when it does not exist."""
-        try:
-            obj: Obj = await self.request("GET", f"/api/v1/namespaces/{name}")
-        except errors.NotFound:
-            return None
-        return obj
+        """A Namespace, or None when it does not exist. Listed by name: the operator may list namespaces everywhere
+        (kopf needs it), while ``get`` would need a grant of its own."""
+        query = [("fieldSelector", f"metadata.name={name}")]
+        result: Obj = await self.request("GET", "/api/v1/namespaces", query=query)
+        items: list[Obj] = result.get("items", [])
+        # Items of a list carry no kind: add it, so that the object can be an Event's involvedObject.
+        return {"apiVersion": "v1", "kind": "Namespace", **items[0]} if items else None
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data, base64-decoded to text (None when missing)."""
