@@ -1,17 +1,18 @@
 """Failure isolation benchmark: how much does a dead PostgreSQL server slow down the AitbcDatabases of a healthy one?
 
-Two runs in one invocation, each with a fresh operator (`aitbc-operator run`, 20 handler slots) watching a namespace
-of its own, on the same PostgreSQL 15 and local control plane:
+Two kinds of run in one invocation, each with a fresh operator (`aitbc-operator run`, 20 handler slots) watching a
+namespace of its own, on the same PostgreSQL 15 and local control plane, alternated over ``--rounds`` rounds (the
+order flips every round, so neither kind always gets the colder server):
 
 - baseline: N AitbcDatabases on the healthy server; seconds until all are Ready;
 - dead server: the same N on the healthy server, interleaved with N on a "dead" one (a port that accepts connections
   and never answers, tests/pg/blackhole.py: each connection attempt costs the whole connect timeout); seconds until
   the healthy N are Ready, and until the dead N are Degraded/ServerUnreachable.
 
-It prints both and their ratio (dead-server run / baseline; 1.0 means the dead server costs the healthy ones
-nothing), and how many connections the dead server received.
+It prints every run, the medians and their ratio (dead-server run / baseline; 1.0 means the dead server costs the
+healthy ones nothing), and how many connections the dead server received.
 
-    .venv/bin/python -m benchmarks.db_isolation_bench [--count 50] [--kubeconfig ...] [--admin-uri ...]
+    .venv/bin/python -m benchmarks.db_isolation_bench [--count 50] [--rounds 3] [--kubeconfig ...] [--admin-uri ...]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -138,7 +140,7 @@ def run_once(api: client.ApiClient, kubeconfig: Path, admin: Admin, workdir: Pat
                                              server={"adminSecretRef": {"name": "dead-admin"}}))
             objects.append(make_database(f"live-{i:03d}", databaseName=f"{prefix}live_{i:03d}",
                                          roleName=f"{prefix}live_{i:03d}"))
-        log = workdir / f"operator-{'dead' if dead else 'baseline'}.log"
+        log = workdir / f"operator-{'dead' if dead else 'baseline'}-{tag}.log"
         proc = OperatorProcess(kubeconfig, log, namespaces=(namespace,), env={"AITBC_DRIFT_INTERVAL": "3600"})
         stack.callback(proc.stop, 60)
         proc.start()
@@ -159,18 +161,30 @@ def run_once(api: client.ApiClient, kubeconfig: Path, admin: Admin, workdir: Pat
     return run
 
 
-def report(count: int, baseline: Run, dead: Run) -> str:
-    ratio = dead.live_ready / baseline.live_ready if baseline.live_ready else float("inf")
-    head = f"AitbcDatabase failure isolation: {count} on a healthy server, {count} on a dead one, {os.cpu_count()} CPUs"
+def report(count: int, baselines: list[Run], deads: list[Run]) -> str:
+    baseline = statistics.median(r.live_ready for r in baselines)
+    dead = statistics.median(r.live_ready for r in deads)
+    degraded = statistics.median(r.dead_degraded or 0.0 for r in deads)
+    ratio = dead / baseline if baseline else float("inf")
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{v:.1f}" for v in values)
+
+    head = (f"AitbcDatabase failure isolation: {count} on a healthy server, {count} on a dead one, "
+            f"{len(baselines)} rounds, {os.cpu_count()} CPUs")
     rows = [
-        (f"baseline: {count} healthy alone, all Ready", f"{baseline.live_ready:.1f} s"),
-        (f"with the dead server: the {count} healthy Ready", f"{dead.live_ready:.1f} s"),
-        (f"with the dead server: the {count} dead Degraded/ServerUnreachable", f"{dead.dead_degraded or 0:.1f} s"),
-        ("connections the dead server received", str(dead.dead_connections)),
-        ("ratio healthy Ready, dead-server run / baseline", f"{ratio:.2f}x"),
+        (f"baseline: {count} healthy alone, all Ready (median)", f"{baseline:.1f} s",
+         f"runs: {runs([r.live_ready for r in baselines])}"),
+        (f"with the dead server: the {count} healthy Ready (median)", f"{dead:.1f} s",
+         f"runs: {runs([r.live_ready for r in deads])}"),
+        (f"with the dead server: the {count} dead Degraded/ServerUnreachable", f"{degraded:.1f} s",
+         f"runs: {runs([r.dead_degraded or 0.0 for r in deads])}"),
+        ("connections the dead server received", ", ".join(str(r.dead_connections) for r in deads), "per run"),
+        ("ratio healthy Ready, dead-server run / baseline (medians)", f"{ratio:.2f}x", ""),
     ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join([head, "-" * len(head), *(f"{k:<{width}}  {v}" for k, v in rows)])
+    width = max(len(k) for k, _, _ in rows)
+    value_width = max(len(v) for _, v, _ in rows)
+    return "\n".join([head, "-" * len(head), *(f"{k:<{width}}  {v:<{value_width}}  {t}".rstrip() for k, v, t in rows)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=50, help="AitbcDatabases per server (default 50)")
     parser.add_argument("--kubeconfig", help="use this cluster instead of starting a local control plane")
     parser.add_argument("--admin-uri", help="use this server's admin (postgresql://user:pw@host:port/db)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of one baseline and one dead-server run")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this long per run")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
@@ -186,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         kubeconfig = stack.enter_context(kubernetes_cluster(args.kubeconfig, workdir))
         api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
         stack.callback(api.close)
-        baseline = run_once(api, kubeconfig, admin, workdir, count=args.count, dead=False, timeout=args.timeout)
-        dead = run_once(api, kubeconfig, admin, workdir, count=args.count, dead=True, timeout=args.timeout)
-    print(report(args.count, baseline, dead))
+        runs: dict[bool, list[Run]] = {False: [], True: []}
+        for round_ in range(args.rounds):
+            for dead in (False, True) if round_ % 2 == 0 else (True, False):
+                runs[dead].append(run_once(api, kubeconfig, admin, workdir, count=args.count, dead=dead,
+                                           timeout=args.timeout))
+    print(report(args.count, runs[False], runs[True]))
     return 0
 
 

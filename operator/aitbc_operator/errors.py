@@ -6,6 +6,8 @@ handlers map them to conditions (reason + message) and to kopf's TemporaryError/
 
 from __future__ import annotations
 
+import asyncio
+
 
 class OperatorError(Exception):
     """Base class. `reason` is the CamelCase condition reason shown to users."""
@@ -127,6 +129,18 @@ class ServerBusy(TemporaryError):
 
     reason = "ServerBusy"
     delay = 5.0
+
+
+class ServerConnecting(TemporaryError):
+    """Another job is opening the connection to this PostgreSQL server: retried once that attempt is over, not a
+    failure of the resource (its status is left as it is). Nobody waits in line for a connection that may never come.
+
+    ``settled`` (set by the pool) completes when the attempt is over; ``delay`` is the fallback.
+    """
+
+    reason = "ServerConnecting"
+    delay = 1.0
+    settled: asyncio.Future[None] | None = None
 
 
 class ReconcileTimeout(TemporaryError):

@@ -14,7 +14,7 @@ from ..builders.common import LABEL_MANAGED_BY, MANAGED_BY
 from ..builders.database import COMPONENT_DATABASE
 from ..k8s import resources as r
 from ..k8s.client import FIELD_MANAGER, Kube
-from ..reconcilers.database import DatabaseOutcome, parse_spec, reconcile_database
+from ..reconcilers.database import RECONCILE_TIMEOUT, DatabaseOutcome, parse_spec, reconcile_database
 from ..reconcilers.database_deletion import DROP_REFUSED_RETRY, DeletionOutcome, delete_database
 from ..reconcilers.database_policy import rotation_token
 from ..settings import load as load_settings
@@ -60,8 +60,9 @@ def _retries(memo: MutableMapping[str, Any]) -> dict[tuple[str, str], asyncio.Ta
     return retries
 
 
-def retry_later(memo: MutableMapping[str, Any], namespace: str, name: str, delay: float) -> None:
-    """Reconcile again after ``delay`` seconds in a task of its own (at most one pending per resource).
+def retry_later(memo: MutableMapping[str, Any], namespace: str, name: str, failure: kopf.TemporaryError) -> None:
+    """Reconcile again after ``failure``'s delay - or, when it was refused while another job opened the connection
+    to its server, as soon as that attempt is over - in a task of its own (at most one pending per resource).
 
     Not kopf's own retry: kopf sleeps out a TemporaryError's delay inside the object's worker, holding one of the
     AITBC_MAX_WORKERS slots all along. With a dead PostgreSQL server, its resources - failing fast thanks to the
@@ -70,17 +71,21 @@ def retry_later(memo: MutableMapping[str, Any], namespace: str, name: str, delay
     retries = _retries(memo)
     current = retries.get((namespace, name))
     if current is None or current.done():
-        retries[(namespace, name)] = asyncio.create_task(_retry(memo, namespace, name, delay),
+        retries[(namespace, name)] = asyncio.create_task(_retry(memo, namespace, name, failure),
                                                           name=f"retry AitbcDatabase {namespace}/{name}")
 
 
-async def _retry(memo: MutableMapping[str, Any], namespace: str, name: str, delay: float) -> None:
-    await asyncio.sleep(delay)
+async def _retry(memo: MutableMapping[str, Any], namespace: str, name: str, failure: kopf.TemporaryError) -> None:
+    cause = failure.__cause__
+    if isinstance(cause, errors.ServerConnecting) and cause.settled is not None:
+        await asyncio.wait({cause.settled}, timeout=RECONCILE_TIMEOUT)
+    else:
+        await asyncio.sleep(failure.delay or DEFAULT_RETRY)
     _retries(memo).pop((namespace, name), None)
     try:
         await reconcile(memo, namespace, name)
     except kopf.TemporaryError as exc:
-        retry_later(memo, namespace, name, exc.delay or DEFAULT_RETRY)
+        retry_later(memo, namespace, name, exc)
     except kopf.PermanentError as exc:
         log.info("AitbcDatabase %s/%s (retry): %s", namespace, name, exc)
 
@@ -105,9 +110,8 @@ async def database_changed(namespace: str | None, name: str, memo: kopf.Memo, **
     try:
         await reconcile(memo, namespace, name)
     except kopf.TemporaryError as exc:
-        delay = exc.delay or DEFAULT_RETRY
-        log.info("AitbcDatabase %s/%s: %s; retried in %.0f s", namespace, name, exc, delay)
-        retry_later(memo, namespace, name, delay)
+        log.info("AitbcDatabase %s/%s: %s; retried", namespace, name, exc)
+        retry_later(memo, namespace, name, exc)
 
 
 def rotation_requested(body: kopf.Body, **_: Any) -> bool:
@@ -138,6 +142,8 @@ async def database_rotation_requested(
         await reconcile(memo, namespace, name)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.info("AitbcDatabase %s/%s (rotation request): %s", namespace, name, exc)
+        if isinstance(exc, kopf.TemporaryError):
+            retry_later(memo, namespace, name, exc)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, idle=None)
@@ -202,5 +208,7 @@ async def connection_secret_event(
     for owner in owners:
         try:
             await reconcile(memo, namespace, owner, verify_password=False)
-        except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
             log.info("AitbcDatabase %s/%s (secret event): %s", namespace, owner, exc)
+            if isinstance(exc, kopf.TemporaryError):
+                retry_later(memo, namespace, owner, exc)

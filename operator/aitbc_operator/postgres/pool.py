@@ -19,13 +19,16 @@ Failure isolation: one dead server must not hold every handler of the operator (
 ``AITBC_MAX_WORKERS`` at once, and each waits for its job). Each server has a circuit breaker: a connection that
 cannot be opened (or is lost) fails that job, every job queued behind it and every new one at once with the same
 ServerUnreachable, for ``BREAKER_COOLDOWN`` seconds; then one job (the trial) tries again, and its outcome closes or
-re-opens the breaker. So a blackholed server costs one connect timeout per cool-down, not one per job. And at most
-``MAX_QUEUED`` jobs wait for one server: more are refused at once (ServerBusy, retried).
+re-opens the breaker. So a blackholed server costs one connect timeout per cool-down, not one per job. The queue is
+bounded: while no connection is open, only the job opening it waits, any other is refused at once (ServerConnecting,
+retried a second later: a healthy server connects in milliseconds, a dead one would hold every waiting caller for the
+whole connect timeout); with a connection, at most ``MAX_QUEUED`` jobs wait (more: ServerBusy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -37,7 +40,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from ..errors import ServerBusy, ServerUnreachable
+from ..errors import ServerBusy, ServerConnecting, ServerUnreachable
 from .conninfo import ADMIN_OPTIONS, AdminConnInfo
 from .translate import translate, translate_connect_error
 
@@ -184,16 +187,34 @@ class _Worker:
         self.breaker = breaker
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._queued = 0
+        self._running = False
         self._queued_lock = threading.Lock()
+        #: Callers refused while a connection was being opened, told when the job opening it is over.
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._serve, name=f"pg-admin {info.describe()}", daemon=True)
         self._thread.start()
 
     def submit(self, job: _Job) -> None:
+        """Queue a job; refused (ServerConnecting) while another job opens the connection, (ServerBusy) when full."""
         with self._queued_lock:
+            if self.conn is None and (self._queued or self._running):
+                refused = ServerConnecting(f"{self.info.describe()}: the connection is being opened; not waiting")
+                refused.settled = job.loop.create_future()
+                self._waiters.append((job.loop, refused.settled))
+                raise refused
             if self._queued >= MAX_QUEUED:
                 raise ServerBusy(f"{self.info.describe()}: {self._queued} jobs already wait for this server")
             self._queued += 1
         self._jobs.put(job)
+
+    def _set_running(self, running: bool) -> None:
+        """Mark the job in hand; at its end, tell the callers refused meanwhile (ServerConnecting) to come back."""
+        with self._queued_lock:
+            self._running = running
+            waiters, self._waiters = ([], self._waiters) if running else (self._waiters, [])
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that caller's loop is closed
+                loop.call_soon_threadsafe(_settle, future)
 
     def _take(self) -> _Job | None:
         job = self._jobs.get()
@@ -237,19 +258,20 @@ class _Worker:
                 if job.future.cancelled():  # the caller gave up before its turn
                     self.breaker.abandon(trial=job.trial)
                     continue
+                self._set_running(True)
+                result: Any = None
+                error: Exception | None = None
                 try:
-                    result: Any = self._run(job)
-                except ServerUnreachable as exc:
-                    _deliver(job, None, exc)
-                    self.breaker.settle(exc, trial=job.trial)
-                    if not self._fail_queued(exc):
-                        return
+                    result = self._run(job)
                 except Exception as exc:  # handed to the caller, whatever it is
-                    _deliver(job, None, exc)
-                    self.breaker.settle(None, trial=job.trial)
-                else:
-                    _deliver(job, result, None)
-                    self.breaker.settle(None, trial=job.trial)
+                    error = exc
+                # The breaker first: callers told of the outcome must find it open already.
+                unreachable = error if isinstance(error, ServerUnreachable) else None
+                self.breaker.settle(unreachable, trial=job.trial)
+                self._set_running(False)
+                _deliver(job, result, error)
+                if unreachable is not None and not self._fail_queued(unreachable):
+                    return
         finally:
             self.discard()
 
@@ -275,6 +297,11 @@ class _Worker:
         self.connection()
         self.stats.jobs += 1
         return job.work(Session(self, reused=reused))
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _deliver(job: _Job, result: Any, exc: BaseException | None) -> None:
@@ -306,7 +333,8 @@ class ServerPool:
 
         ``work`` must be blocking code using only the Session (no event loop). Raises what it raises, and
         ServerUnreachable / AuthenticationFailed / InvalidSpec when the connection cannot be opened; at once
-        ServerUnreachable while the server's breaker is open and ServerBusy when MAX_QUEUED jobs already wait.
+        ServerUnreachable while the server's breaker is open, ServerConnecting while another job opens the
+        connection, ServerBusy when MAX_QUEUED jobs already wait.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -318,7 +346,7 @@ class ServerPool:
         trial = worker.breaker.admit()
         try:
             worker.submit(_Job(info, work, loop, future, trial))
-        except ServerBusy:
+        except (ServerBusy, ServerConnecting):
             worker.breaker.abandon(trial=trial)
             raise
         return await future

@@ -166,7 +166,7 @@ async def reconcile_database(
     verify_password: bool = True,
     claims: ClaimBook | None = None,
 ) -> DatabaseOutcome:
-    """One level-based reconcile; errors are recorded in status, then raised for kopf's retry.
+    """One level-based reconcile; errors are recorded in status (but ServerConnecting), then raised for a retry.
 
     ``claims``: the operator's shared ClaimBook (without one, a first reconcile lists the claims itself).
     The whole reconcile is cancelled after RECONCILE_TIMEOUT seconds (ReconcileTimeout).
@@ -181,6 +181,8 @@ async def reconcile_database(
             raise errors.ReconcileTimeout(
                 f"no answer within {RECONCILE_TIMEOUT:g} s (PostgreSQL server or Kubernetes API slow or silent)"
             ) from None
+    except errors.ServerConnecting:
+        raise  # not a failure of this resource: retried in a moment, status untouched
     except errors.OperatorError as exc:
         await record_failure(kube, r.AITBC_DATABASE, body, status.model_copy(deep=True), exc, now=now)
         raise

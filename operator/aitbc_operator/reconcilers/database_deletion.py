@@ -72,6 +72,9 @@ async def delete_database(
         return outcome
     try:
         outcome.steps = await _drop(kube, pool, body, spec, retry=retry)
+    except errors.ServerConnecting as exc:
+        outcome.blocked = exc  # retried in a moment; not worth a condition or an Event
+        return outcome
     except errors.OperatorError as exc:
         if exc.reason in _SECRET_GONE:
             namespace = await kube.get_namespace(meta["namespace"])
