@@ -101,6 +101,10 @@ BENCH_COUNT ?= 200
 bench-db: venv system-deps cluster-bins ## AitbcDatabase benchmark: BENCH_COUNT resources to Ready vs the SQL floor, one idle drift pass
 	$(BIN)/python -m benchmarks.db_bench --count $(BENCH_COUNT) $(BENCH_ARGS)
 
+.PHONY: bench-db-isolation
+bench-db-isolation: venv system-deps cluster-bins ## 50 AitbcDatabases on a healthy server: Ready time alone vs next to 50 on a dead one
+	$(BIN)/python -m benchmarks.db_isolation_bench $(BENCH_ARGS)
+
 .PHONY: bench-node
 bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)
 	$(BIN)/python -m benchmarks.node_bench $(BENCH_ARGS)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from aitbc_operator.postgres.plan import DatabaseState, DesiredDatabase, PasswordAction, RoleState, ServerState, plan
+from aitbc_operator.postgres.manager import state_from_row
+from aitbc_operator.postgres.plan import DesiredDatabase, PasswordAction, plan
 from aitbc_operator.postgres.scram import scram_sha256_verifier
 from aitbc_operator.postgres.statements import DATABASE_SIZE, OBSERVE, statement
 
@@ -45,7 +46,9 @@ def create_floor(conninfo: str, wanted: Sequence[DesiredDatabase], *, password: 
             row = conn.execute(OBSERVE, {"role": desired.role, "database": desired.database}).fetchone()
             assert row is not None
             statements += 1
-            state = _state(row, desired)
+            state = state_from_row(row, desired)
+            if state.role is not None or state.database is not None:
+                raise RuntimeError(f"{desired.role} or {desired.database} exists: the floor measures creation only")
             steps = plan(state, desired, password=PasswordAction.KEEP)
             verifier = scram_sha256_verifier(password)
             for step in steps:
@@ -55,13 +58,3 @@ def create_floor(conninfo: str, wanted: Sequence[DesiredDatabase], *, password: 
             conn.execute(DATABASE_SIZE, (desired.database,)).fetchone()
             statements += 1
     return FloorResult(len(wanted), statements, ddl, time.perf_counter() - started)
-
-
-def _state(row: tuple[object, ...], desired: DesiredDatabase) -> ServerState:
-    """The same snapshot observe() builds (kept minimal: the floor only supports fresh creation)."""
-    if row[3] or row[10]:
-        raise RuntimeError(f"{desired.role} or {desired.database} already exists: the floor measures creation only")
-    role: RoleState | None = None
-    database: DatabaseState | None = None
-    return ServerState(version=str(row[1]).split()[0], version_num=int(str(row[0])), admin=str(row[2]), role=role,
-                       database=database)

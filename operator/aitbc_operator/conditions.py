@@ -10,6 +10,8 @@ from .models.base import Condition, ConditionStatus
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+#: AitbcDatabase: its finalizer cannot do its work (True while it waits; the reason says why).
+DELETION_BLOCKED = "DeletionBlocked"
 
 
 def set_condition(

@@ -6,6 +6,8 @@ handlers map them to conditions (reason + message) and to kopf's TemporaryError/
 
 from __future__ import annotations
 
+import asyncio
+
 
 class OperatorError(Exception):
     """Base class. `reason` is the CamelCase condition reason shown to users."""
@@ -111,6 +113,38 @@ class InsufficientPrivilege(TemporaryError):
 
 
 class NameConflict(PermanentError):
-    """The database or role is already used by something else (another AitbcDatabase, or not ours)."""
+    """The database, role or Secret is already used by something else (another AitbcDatabase, or not ours)."""
 
     reason = "NameConflict"
+
+
+class AdoptionRefused(NameConflict):
+    """An existing role or database may not be adopted even when asked (a privileged role, or owned by one)."""
+
+    reason = "AdoptionRefused"
+
+
+class ServerBusy(TemporaryError):
+    """Too much work already waits for this PostgreSQL server; retried soon."""
+
+    reason = "ServerBusy"
+    delay = 5.0
+
+
+class ServerConnecting(TemporaryError):
+    """Another job is opening the connection to this PostgreSQL server: retried once that attempt is over, not a
+    failure of the resource (its status is left as it is). Nobody waits in line for a connection that may never come.
+
+    ``settled`` (set by the pool) completes when the attempt is over; ``delay`` is the fallback.
+    """
+
+    reason = "ServerConnecting"
+    delay = 1.0
+    settled: asyncio.Future[None] | None = None
+
+
+class ReconcileTimeout(TemporaryError):
+    """A reconcile did not finish in time (a slow or silent server); retried."""
+
+    reason = "Timeout"
+    delay = 30.0

@@ -6,8 +6,10 @@ Series:
   aitbc_reconcile_duration_seconds{kind}         reconcile duration histogram
   aitbc_drift_repairs_total{kind, what}          drift repaired on the PostgreSQL server, by action (CreateRole,
                                                  EnableLogin, SetConnectionLimit, SetPassword, CreateDatabase,
-                                                 SetDatabaseOwner, ...: postgres.Action)
-  aitbc_password_rotations_total{trigger}        passwords generated, by trigger (initial, token, schedule)
+                                                 SetDatabaseOwner, ...: postgres.Action), or Secret (a connection
+                                                 Secret edited by someone else or deleted, put back)
+  aitbc_password_rotations_total{trigger}        passwords generated, by trigger (initial, token, schedule, lost: the
+                                                 Secret or its password was gone)
   aitbc_rollout_phase{namespace, name, phase}    1 for the current rollout phase of each AitbcNode, 0 for the others
                                                  (Idle, RollingNode, RollingRpc, Stalled); removed with the AitbcNode
   aitbc_kube_writes_total{verb, resource}        write requests of the operator's own API client (k8s/client.Kube:

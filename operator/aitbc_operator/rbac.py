@@ -77,7 +77,8 @@ FRAMEWORK = Role(
              " themselves are discovered through the API discovery endpoints, which every user may read)."),
         Rule(("",), ("namespaces",), ("list", "watch"),
              "kopf: follow the watched namespaces when given a list of them (Helm's watchNamespaces); watching"
-             " cluster-wide it does not look at namespaces."),
+             " cluster-wide it does not look at namespaces. The AitbcDatabase finalizer lists its own namespace (by"
+             " name) when a Drop's admin Secret is gone: is the namespace being deleted?"),
         Rule(("",), ("events",), ("create",),
              "kopf and the reconcilers: post Events about handler progress and errors on the custom resources"
              " (each Event is a new object; none is ever patched)."),

@@ -97,6 +97,14 @@ class DbEnv:
                 return str(cond["status"]), str(cond["reason"])
         return None
 
+    def message(self, name: str, type_: str) -> str:
+        """The message of a condition ("" when missing)."""
+        obj = self.get(name)
+        for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+            if cond["type"] == type_:
+                return str(cond.get("message", ""))
+        return ""
+
     def wait_condition(self, name: str, type_: str, status: str, reason: str | None = None,
                        timeout: float = DRIFT_TIMEOUT) -> None:
         def reached() -> bool:
@@ -388,7 +396,8 @@ def test_rotation_by_token_and_by_annotation(slow_drift_env: DbEnv, names: str) 
         wait_until(lambda: env.secret("rot-db")["password"] != old_password, DRIFT_TIMEOUT,
                    f"a new password in the Secret ({what})")
         new_password = env.secret("rot-db")["password"]
-        assert env.password_works(role, new_password, db)
+        # The Secret gets the new password first, the role a moment later.
+        wait_until(lambda: env.password_works(role, new_password, db), DRIFT_TIMEOUT, f"the new password ({what})")
         assert not env.password_works(role, old_password, db)
         assert table_can_be_created(env.secret("rot-db")["DATABASE_URL"])
         wait_until(lambda: rotation_time(env, "rot") > old_time, DRIFT_TIMEOUT, "status.lastRotationTime to move")
@@ -412,6 +421,8 @@ def test_scheduled_rotation(env: DbEnv, names: str) -> None:
     db, role = f"{names}_sched", f"{names}_sched_app"
     first_password, first_time = env.secret("sched-db")["password"], rotation_time(env, "sched")
     wait_until(lambda: env.secret("sched-db")["password"] != first_password, 20, "a scheduled rotation")
+    # The Secret is written first, then the role, then status: wait for the status too.
+    wait_until(lambda: rotation_time(env, "sched") != first_time, DRIFT_TIMEOUT, "status.lastRotationTime to move")
     rotated_at = datetime.fromisoformat(rotation_time(env, "sched").replace("Z", "+00:00"))
     created_at = datetime.fromisoformat(first_time.replace("Z", "+00:00"))
     assert rotated_at - created_at >= timedelta(seconds=4), "rotated before the period had passed"

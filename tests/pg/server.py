@@ -86,8 +86,12 @@ class PostgresServer:
     """One PostgreSQL server in a temporary directory, owned by the ``postgres`` OS user."""
 
     def __init__(self, bin_dir: Path, *, name: str = "pg", base_dir: Path | None = None, port: int | None = None,
-                 extra_listen: tuple[str, ...] = ()):
+                 extra_listen: tuple[str, ...] = (), certificate: tuple[Path, Path] | None = None):
+        """``certificate``: (server.crt, server.key) made by the caller; then TCP connections must use TLS (hostssl).
+        Without it the server makes its own CA and certificate when it can and accepts TCP with or without TLS.
+        ``extra_listen``: more addresses to listen on (the host's own, for pods of the real node)."""
         self.bin_dir = bin_dir
+        self.certificate = certificate
         self.name = name
         self._own_base = base_dir is None
         # Short path: the unix socket path must stay under ~100 bytes.
@@ -145,15 +149,18 @@ class PostgresServer:
                 "shared_buffers = '32MB'\n"
                 "max_connections = 100\n"
             )
-        if self.supports_tls():
+        if self.certificate is not None:
+            self._install_certificate(*self.certificate)
+        elif self.supports_tls():
             self._make_certificates()
+        if self.certificate is not None or self.ca_pem is not None:
             with conf.open("a") as out:
                 out.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(
             "local all postgres trust\n"
             "local all all scram-sha-256\n"
-            "host all all 127.0.0.1/32 scram-sha-256\n"
+            f"{'hostssl' if self.certificate is not None else 'host'} all all 127.0.0.1/32 scram-sha-256\n"
             + ("host all all 0.0.0.0/0 scram-sha-256\n" if self.extra_listen else "")
         )
         self._initialized = True
@@ -181,12 +188,15 @@ class PostgresServer:
         (tls / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                 "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
-        for name in ("server.crt", "server.key"):
+        self._install_certificate(tls / "server.crt", tls / "server.key")
+        self.ca_pem = (tls / "ca.crt").read_text()
+
+    def _install_certificate(self, cert: Path, key: Path) -> None:
+        for source, name in ((cert, "server.crt"), (key, "server.key")):
             target = self.data_dir / name
-            shutil.copy(tls / name, target)
+            shutil.copy(source, target)
             target.chmod(0o600)
             self._chown(target)
-        self.ca_pem = (tls / "ca.crt").read_text()
 
     def start(self) -> None:
         """Initialize if needed and start; returns when the server accepts connections."""

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from aitbc_operator.builders.database import connection_secret_data
+from aitbc_operator.builders.database import CA_MOUNT_PATH, connection_secret_data
 from aitbc_operator.models.database import SERVICE_URL_ENV, AitbcDatabaseSpec, Service
 from aitbc_operator.passwords import ALPHABET, generate_password
 from tests.factories import database_spec
@@ -52,6 +52,23 @@ def test_client_host_and_port_win_and_default_sslmode_is_left_out() -> None:
                                   server_host="admin.example", server_port=5432, password="pw" * 8)
     assert data["DATABASE_URL"] == f"postgresql+psycopg://ex_role:{'pw' * 8}@postgres.db.svc:6432/ex_db"
     assert (data["host"], data["port"], data["sslmode"]) == ("postgres.db.svc", "6432", "prefer")
+
+
+def test_with_a_ca_the_secret_carries_it_and_the_urls_name_its_mount_path() -> None:
+    server = {"adminSecretRef": {"name": "a"}, "sslMode": "verify-full", "caSecretRef": {"name": "ca", "key": "ca.crt"}}
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    data = connection_secret_data(spec(server=server), server_host="db.example", server_port=5432, password="p" * 16,
+                                  ca_pem=pem)
+    assert (data["ca.crt"], data["sslrootcert"]) == (pem, CA_MOUNT_PATH)
+    assert CA_MOUNT_PATH == "/etc/aitbc/postgres-ca/ca.crt"
+    for key in ("DATABASE_URL", "MEMPOOL_DB_URL", "uri"):
+        assert make_url(data[key]).query == {"sslmode": "verify-full", "sslrootcert": CA_MOUNT_PATH}
+    params = psycopg.conninfo.conninfo_to_dict(data["uri"])
+    assert (params["sslmode"], params["sslrootcert"]) == ("verify-full", CA_MOUNT_PATH)
+    without = connection_secret_data(spec(server={**server, "sslMode": "require", "caSecretRef": None}),
+                                     server_host="db.example", server_port=5432, password="p" * 16)
+    assert "ca.crt" not in without
+    assert "sslrootcert" not in without["DATABASE_URL"]
 
 
 @pytest.mark.parametrize("password", HOSTILE)

@@ -1,4 +1,4 @@
-"""Pure AitbcDatabase decisions: rotation triggers and name claims on a server."""
+"""Pure AitbcDatabase decisions: rotation triggers, what a Secret write repairs, and name claims on a server."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from aitbc_operator.reconcilers.database_policy import (
     next_rotation_in,
     rotation_due,
     rotation_token,
+    secret_repairs,
     users_blocking_drop,
 )
 from tests.factories import database_spec, make_database
@@ -122,3 +123,37 @@ def test_drop_refused_while_another_uses_the_role(deleting: bool) -> None:
 def test_invalid_spec_claims_nothing() -> None:
     bad = obj("x", "u9", "2026-11-01T00:00:00Z", databaseName="pg_bad")
     assert claim_of(bad) is None
+
+
+# --- the connection Secret ---
+
+
+def test_a_lost_password_after_creation_is_lost_not_initial() -> None:
+    s = spec()
+    status = settled(s, database_name="aitbc_mempool")
+    assert rotation_due(s, status, {}, have_password=False, now=NOW) is Rotation.LOST
+
+
+def test_secret_repairs_name_what_someone_else_changed() -> None:
+    desired = {"DATABASE_URL": "postgresql+psycopg://u:p@h/d", "host": "h", "password": "p"}
+    edited = {**desired, "DATABASE_URL": "forged", "added-by-someone": "kept"}
+    assert secret_repairs("x-db", None, desired, edited, ours_last=True) == [
+        "Secret x-db: DATABASE_URL changed by someone else, put back"]
+    assert secret_repairs("x-db", None, desired, {"host": "h"}, ours_last=True) == [
+        "Secret x-db: DATABASE_URL, password changed by someone else, put back"]
+    assert secret_repairs("x-db", None, desired, desired, ours_last=True) == [
+        "Secret x-db: labels or annotations changed by someone else, put back"]
+
+
+def test_secret_writes_that_are_not_repairs() -> None:
+    desired = {"password": "new"}
+    # Our own change (a rotation, a spec change): the live Secret was applied from another manifest.
+    assert secret_repairs("x-db", Rotation.TOKEN, desired, {"password": "old"}, ours_last=False) == []
+    assert secret_repairs("x-db", Rotation.INITIAL, desired, None, ours_last=False) == []
+
+
+def test_a_lost_secret_or_password_is_a_repair() -> None:
+    assert secret_repairs("x-db", Rotation.LOST, {"password": "new"}, None, ours_last=False) == [
+        "Secret x-db was deleted: re-created with a new password"]
+    assert secret_repairs("x-db", Rotation.LOST, {"password": "new"}, {"host": "h"}, ours_last=False) == [
+        "Secret x-db had lost its password: a new one was written"]

@@ -1,10 +1,12 @@
-"""reconcile_database's defensive path: a spec the CRD should have refused (or a renamed database) is reported as
-InvalidSpec in status, before any Kubernetes read or SQL. The happy paths run end to end in
+"""reconcile_database's defensive paths, with fakes: a spec the CRD should have refused (or a renamed database) is
+reported as InvalidSpec in status before any Kubernetes read or SQL; a connection Secret that is not this resource's
+is refused before any SQL; a reconcile that hangs is cut by its timeout. The happy paths run end to end in
 tests/integration/test_database_operator.py."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -14,6 +16,7 @@ import pytest
 from aitbc_operator import errors, postgres
 from aitbc_operator.k8s.client import Kube
 from aitbc_operator.k8s.resources import Kind
+from aitbc_operator.reconcilers import database as database_reconciler
 from aitbc_operator.reconcilers.database import reconcile_database
 from tests.factories import make_database
 
@@ -82,3 +85,53 @@ def test_renamed_database_is_refused_as_immutable() -> None:
     (status,) = kube.statuses
     assert status["databaseName"] == "aitbc_old"  # what exists on the server stays recorded
     assert conditions(status)["Degraded"] == ("True", "InvalidSpec")
+
+
+class ForeignSecretKube(FakeKube):
+    """An admin Secret, no other AitbcDatabase, and a connection Secret name that is taken by a Secret made by hand
+    (holding a password: the admin's)."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        return {"host": "db.example", "username": "admin", "password": "admin-password"}
+
+    async def list(self, kind: Kind, namespace: str | None = None, **_: Any) -> list[dict[str, Any]]:
+        return []
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        data = base64.b64encode(b"admin-password").decode()
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+                "data": {"password": data}}
+
+
+def test_a_foreign_connection_secret_is_refused_before_any_sql() -> None:
+    kube, pool = ForeignSecretKube(), postgres.ServerPool()
+    body = with_metadata(make_database("thief", secret={"name": "postgres-admin"}))
+
+    with pytest.raises(errors.NameConflict) as info:
+        asyncio.run(reconcile_database(cast(Kube, kube), pool, body, now=NOW))
+
+    assert info.value.message.startswith("connection Secret postgres-admin already exists and is controlled by no")
+    assert pool.stats.connects == pool.stats.connect_failures == pool.stats.statements == 0
+    (status,) = kube.statuses
+    assert conditions(status)["Degraded"] == ("True", "NameConflict")
+
+
+class SilentKube(FakeKube):
+    """An apiserver that never answers the admin Secret read."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_a_reconcile_that_hangs_is_cut_by_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(database_reconciler, "RECONCILE_TIMEOUT", 0.2)
+    kube = SilentKube()
+
+    with pytest.raises(errors.ReconcileTimeout, match=r"no answer within 0\.2 s"):
+        asyncio.run(reconcile_database(cast(Kube, kube), postgres.ServerPool(), with_metadata(make_database("x")),
+                                       now=NOW))
+
+    (status,) = kube.statuses
+    assert conditions(status) == {"Ready": ("False", "Timeout"), "Progressing": ("True", "Timeout"),
+                                  "Degraded": ("True", "Timeout")}

@@ -33,7 +33,7 @@ def test_database_defaults() -> None:
     assert spec.password.length == 32
     assert spec.password.rotation_period is None
     assert spec.deletion_policy is DeletionPolicy.RETAIN
-    assert spec.server.ssl_mode == "disable"  # set by the factory; the model default is "prefer"
+    assert spec.server.ssl_mode == "disable"  # set by the factory; the model default is "require"
     assert spec.secret_name("mempool") == "mempool-db"
 
 

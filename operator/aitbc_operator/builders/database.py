@@ -15,34 +15,44 @@ from .common import child_metadata
 SQLALCHEMY_DRIVER = "postgresql+psycopg"
 #: libpq's default sslmode: left out of the URLs to keep them identical to the runbook's.
 DEFAULT_SSLMODE = "prefer"
+#: Where applications mount the connection Secret's ``ca.crt`` (a fixed, documented path the URLs name as
+#: ``sslrootcert``): a Secret volume with ``items: [{key: ca.crt, path: ca.crt}]`` at ``CA_MOUNT_DIR``.
+CA_MOUNT_DIR = "/etc/aitbc/postgres-ca"
+CA_KEY = "ca.crt"
+CA_MOUNT_PATH = f"{CA_MOUNT_DIR}/{CA_KEY}"
 
 
 def database_url(*, driver: str, username: str, password: str, host: str, port: int, database: str,
-                 sslmode: str) -> str:
+                 sslmode: str, sslrootcert: str | None = None) -> str:
     """A connection URL with user and password percent-encoded (SQLAlchemy's URL, not string formatting)."""
     query = {} if sslmode == DEFAULT_SSLMODE else {"sslmode": sslmode}
+    if sslrootcert is not None:
+        query["sslrootcert"] = sslrootcert
     url = URL.create(driver, username=username, password=password, host=host, port=port, database=database,
                      query=query)
     return url.render_as_string(hide_password=False)
 
 
-def connection_secret_data(spec: AitbcDatabaseSpec, *, server_host: str, server_port: int,
-                           password: str) -> dict[str, str]:
+def connection_secret_data(spec: AitbcDatabaseSpec, *, server_host: str, server_port: int, password: str,
+                           ca_pem: str | None = None) -> dict[str, str]:
     """The connection Secret's ``stringData`` for applications.
 
     ``server_host``/``server_port`` are the admin connection's; ``spec.server.clientHost``/``clientPort`` win when set
     (applications reach the server under another name). Keys: ``DATABASE_URL`` and the service's own variable
     (``MEMPOOL_DB_URL``, ...) with the ``postgresql+psycopg://`` URL, ``uri`` (plain libpq ``postgresql://`` URI),
     ``host``, ``port``, ``database``, ``username``, ``password``, ``sslmode``; the coordinator also gets
-    ``DATABASE_ADAPTER=postgresql``.
+    ``DATABASE_ADAPTER=postgresql``. With ``ca_pem`` (the CA of ``server.caSecretRef``) also ``ca.crt`` and
+    ``sslrootcert``, and the URLs name ``sslrootcert=CA_MOUNT_PATH``, where the application mounts ``ca.crt``.
     """
     host = spec.server.client_host or server_host
     port = spec.server.client_port or server_port
     sslmode = spec.server.ssl_mode
+    sslrootcert = CA_MOUNT_PATH if ca_pem is not None else None
 
     def url(driver: str) -> str:
         return database_url(driver=driver, username=spec.effective_role_name, password=password, host=host,
-                            port=port, database=spec.effective_database_name, sslmode=sslmode)
+                            port=port, database=spec.effective_database_name, sslmode=sslmode,
+                            sslrootcert=sslrootcert)
 
     data = {
         "DATABASE_URL": url(SQLALCHEMY_DRIVER),
@@ -57,6 +67,9 @@ def connection_secret_data(spec: AitbcDatabaseSpec, *, server_host: str, server_
     }
     if spec.service is Service.COORDINATOR:
         data["DATABASE_ADAPTER"] = "postgresql"
+    if ca_pem is not None:
+        data[CA_KEY] = ca_pem
+        data["sslrootcert"] = CA_MOUNT_PATH
     return data
 
 

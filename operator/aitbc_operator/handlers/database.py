@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import MutableMapping
 from typing import Any
@@ -13,13 +14,8 @@ from ..builders.common import LABEL_MANAGED_BY, MANAGED_BY
 from ..builders.database import COMPONENT_DATABASE
 from ..k8s import resources as r
 from ..k8s.client import FIELD_MANAGER, Kube
-from ..reconcilers.database import (
-    DROP_REFUSED_RETRY,
-    DatabaseOutcome,
-    delete_database,
-    parse_spec,
-    reconcile_database,
-)
+from ..reconcilers.database import RECONCILE_TIMEOUT, DatabaseOutcome, parse_spec, reconcile_database
+from ..reconcilers.database_deletion import DROP_REFUSED_RETRY, DeletionOutcome, delete_database
 from ..reconcilers.database_policy import rotation_token
 from ..settings import load as load_settings
 from .common import event, guarded, now, object_lock
@@ -29,8 +25,11 @@ KIND = "AitbcDatabase"
 PLURAL = "aitbcdatabases"
 #: Read at import: kopf timers take their interval at registration.
 DRIFT_INTERVAL = load_settings().drift_interval
-#: A Drop refused because another AitbcDatabase uses the names is retried this often (at most every minute).
+#: A blocked Drop (another AitbcDatabase uses the names, the admin Secret or the server is gone) is retried at least
+#: this often (every drift interval, at most every minute).
 REFUSED_DROP_RETRY = min(DROP_REFUSED_RETRY, DRIFT_INTERVAL)
+#: Seconds before retrying a temporary failure that names no delay.
+DEFAULT_RETRY = 15.0
 
 
 async def reconcile(
@@ -49,16 +48,70 @@ async def reconcile(
         )
         for reason, message, warning in outcome.events:
             event(body, reason, message, warning=warning)
+        pending = _retries(memo).pop((namespace, name), None)
+        if pending is not None and pending is not asyncio.current_task():
+            pending.cancel()  # converged: the scheduled retry has nothing left to do
         return outcome
+
+
+def _retries(memo: MutableMapping[str, Any]) -> dict[tuple[str, str], asyncio.Task[None]]:
+    """The scheduled retries of failed reconciles, one per AitbcDatabase (removed when they run or are cancelled)."""
+    retries: dict[tuple[str, str], asyncio.Task[None]] = memo.setdefault("database_retries", {})
+    return retries
+
+
+def retry_later(memo: MutableMapping[str, Any], namespace: str, name: str, failure: kopf.TemporaryError) -> None:
+    """Reconcile again after ``failure``'s delay - or, when it was refused while another job opened the connection
+    to its server, as soon as that attempt is over - in a task of its own (at most one pending per resource).
+
+    Not kopf's own retry: kopf sleeps out a TemporaryError's delay inside the object's worker, holding one of the
+    AITBC_MAX_WORKERS slots all along. With a dead PostgreSQL server, its resources - failing fast thanks to the
+    pool's circuit breaker - would hold every slot in turn and starve the resources of healthy servers.
+    """
+    retries = _retries(memo)
+    current = retries.get((namespace, name))
+    if current is None or current.done():
+        retries[(namespace, name)] = asyncio.create_task(_retry(memo, namespace, name, failure),
+                                                          name=f"retry AitbcDatabase {namespace}/{name}")
+
+
+async def _retry(memo: MutableMapping[str, Any], namespace: str, name: str, failure: kopf.TemporaryError) -> None:
+    cause = failure.__cause__
+    if isinstance(cause, errors.ServerConnecting) and cause.settled is not None:
+        await asyncio.wait({cause.settled}, timeout=RECONCILE_TIMEOUT)
+    else:
+        await asyncio.sleep(failure.delay or DEFAULT_RETRY)
+    _retries(memo).pop((namespace, name), None)
+    try:
+        await reconcile(memo, namespace, name)
+    except kopf.TemporaryError as exc:
+        retry_later(memo, namespace, name, exc)
+    except kopf.PermanentError as exc:
+        log.info("AitbcDatabase %s/%s (retry): %s", namespace, name, exc)
+
+
+@kopf.on.cleanup()
+async def cancel_retries(memo: kopf.Memo, **_: Any) -> None:
+    """The operator stops: scheduled retries must not act after it."""
+    for task in _retries(memo).values():
+        task.cancel()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def database_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Spec or annotations changed (e.g. a rotation request), or the operator started: converge."""
+    """Spec or annotations changed (e.g. a rotation request), or the operator started: converge.
+
+    A temporary failure (already in status: Degraded with its reason) is retried by ``retry_later``, off kopf's
+    worker slot; a permanent one waits for a change of the spec, or for the drift timer.
+    """
     assert namespace is not None
-    await reconcile(memo, namespace, name)
+    try:
+        await reconcile(memo, namespace, name)
+    except kopf.TemporaryError as exc:
+        log.info("AitbcDatabase %s/%s: %s; retried", namespace, name, exc)
+        retry_later(memo, namespace, name, exc)
 
 
 def rotation_requested(body: kopf.Body, **_: Any) -> bool:
@@ -89,6 +142,8 @@ async def database_rotation_requested(
         await reconcile(memo, namespace, name)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.info("AitbcDatabase %s/%s (rotation request): %s", namespace, name, exc)
+        if isinstance(exc, kopf.TemporaryError):
+            retry_later(memo, namespace, name, exc)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, idle=None)
@@ -109,21 +164,26 @@ async def database_drift(namespace: str | None, name: str, memo: kopf.Memo, **_:
 async def database_deleted(
     namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Finalizer: Retain (default) or Drop, refused while another AitbcDatabase uses the database or role."""
+    """Finalizer: Retain (default) or Drop, refused while another AitbcDatabase uses the database or role.
+
+    A blocked Drop raises for kopf's retry; its Event was posted only if the reason is new (see
+    reconcilers/database_deletion.py).
+    """
     assert namespace is not None
     kube: Kube = memo["kube"]
     pool: postgres.ServerPool = memo["pg"]
     async with object_lock(memo, KIND, namespace, name):
         live = await kube.get(r.AITBC_DATABASE, namespace, name) or dict(body)
-        try:
-            outcome = await guarded(
-                KIND, lambda: delete_database(kube, pool, live, now=now(), refused_retry=REFUSED_DROP_RETRY)
-            )
-        except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            event(live, "DeletionBlocked", str(exc), warning=True)
-            raise
-        for reason, message, warning in outcome.events:
-            event(live, reason, message, warning=warning)
+
+        async def attempt() -> DeletionOutcome:
+            outcome = await delete_database(kube, pool, live, now=now(), retry=REFUSED_DROP_RETRY)
+            for reason, message, warning in outcome.events:
+                event(outcome.event_target or live, reason, message, warning=warning)
+            if outcome.blocked is not None:
+                raise outcome.blocked
+            return outcome
+
+        await guarded(KIND, attempt)
 
 
 def _last_writer(body: kopf.Body) -> str | None:
@@ -148,5 +208,7 @@ async def connection_secret_event(
     for owner in owners:
         try:
             await reconcile(memo, namespace, owner, verify_password=False)
-        except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
             log.info("AitbcDatabase %s/%s (secret event): %s", namespace, owner, exc)
+            if isinstance(exc, kopf.TemporaryError):
+                retry_later(memo, namespace, owner, exc)

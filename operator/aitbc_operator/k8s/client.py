@@ -52,6 +52,15 @@ def with_fingerprint(manifest: Mapping[str, Any]) -> Obj:
     return {**manifest, "metadata": meta}
 
 
+def carries_fingerprint(manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    """Whether ``live`` was last applied by the operator from this very manifest (its digest annotation matches).
+
+    Then any difference between the two was made by someone else: a repair, not an update.
+    """
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    return live is not None and annotations.get(ANNOTATION_APPLIED) == _digest(manifest)
+
+
 def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
     """An ApiClient from in-cluster config, else from the kubeconfig (KUBECONFIG or ~/.kube/config)."""
     configuration = k8s_client.Configuration()
@@ -171,6 +180,15 @@ class Kube:
         items: list[Obj] = result.get("items", [])
         return items
 
+    async def get_namespace(self, name: str) -> Obj | None:
+        """A Namespace, or None when it does not exist. Listed by name: the operator may list namespaces everywhere
+        (kopf needs it), while ``get`` would need a grant of its own."""
+        query = [("fieldSelector", f"metadata.name={name}")]
+        result: Obj = await self.request("GET", "/api/v1/namespaces", query=query)
+        items: list[Obj] = result.get("items", [])
+        # Items of a list carry no kind: add it, so that the object can be an Event's involvedObject.
+        return {"apiVersion": "v1", "kind": "Namespace", **items[0]} if items else None
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data, base64-decoded to text (None when missing)."""
         secret = await self.get(SECRET, namespace, name)
@@ -206,8 +224,7 @@ class Kube:
         if conflict is not None:
             raise errors.NameConflict(conflict)
         desired = with_fingerprint(obj)
-        annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
-        if live is not None and annotations.get(ANNOTATION_APPLIED) == _digest(obj) and is_subset(desired, live):
+        if live is not None and carries_fingerprint(obj, live) and is_subset(desired, live):
             return live, False
         return await self.apply(desired), True
 

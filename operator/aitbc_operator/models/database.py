@@ -87,10 +87,14 @@ class ServerSpec(Spec):
     """Secret with the admin connection: either a `uri` key (postgresql://user:password@host:port/dbname) or the keys
     `host`, `port` (optional, default 5432), `username`, `password` and optionally `dbname` (default `postgres`).
     The admin role needs CREATEROLE and CREATEDB; superuser is not required."""
-    ssl_mode: SslMode = "prefer"
-    """libpq sslmode used by the operator and written into the connection Secret."""
+    ssl_mode: SslMode = "require"
+    """libpq sslmode used by the operator and written into the connection Secret. The default, `require`, refuses
+    to talk without TLS (`prefer` would silently fall back to cleartext); `verify-full` also checks the server's
+    certificate and name against `caSecretRef`."""
     ca_secret_ref: SecretKeySelector | None = None
-    """CA certificate (PEM) to verify the server with; required for sslmode verify-ca and verify-full."""
+    """CA certificate (PEM) to verify the server with; required for sslmode verify-ca and verify-full. The
+    connection Secret then carries it as `ca.crt`, and its URLs name `sslrootcert=/etc/aitbc/postgres-ca/ca.crt`:
+    mount the Secret's `ca.crt` key there in the application's pod."""
     client_host: str | None = Field(default=None, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
     """Host name applications use to reach the server, when it differs from the admin host
     (e.g. an in-cluster Service name). Defaults to the admin host."""
@@ -167,6 +171,12 @@ class AitbcDatabaseSpec(Spec):
     """Password generation and rotation."""
     secret: SecretSpec = Field(default_factory=SecretSpec)
     """The connection Secret written for applications."""
+    adopt: bool = False
+    """Take over a role or database of these names that exists on the server without the operator's marker (e.g.
+    made by hand with the runbook): the operator marks it, resets the role's password to the Secret's and makes the
+    role own the database. Without it such objects are a `NameConflict`. Never applies to a role with SUPERUSER,
+    REPLICATION, BYPASSRLS or CREATEROLE (or a member of such a role or of a predefined `pg_*` role), nor to a
+    database owned by such a role. Only matters until the objects are marked: changing it later changes nothing."""
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     """`Retain` (default) leaves database and role in place when the resource is deleted; `Drop` terminates the
     database's connections and drops database and role (refused while another AitbcDatabase uses them)."""

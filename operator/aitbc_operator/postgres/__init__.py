@@ -5,19 +5,23 @@ The API the handlers use::
     pool = ServerPool()                                   # once, at operator startup (kopf memo); pool.aclose()
     info = parse_admin_secret(secret_data, sslmode=..., ca_path=...)
     desired = DesiredDatabase.from_spec(spec, namespace=ns, name=name)
-    result = await reconcile(pool, info, desired, password=pw, rotate=False, previously_created=True)
+    prepared = await prepare(pool, info, desired, password=pw)   # read-only: observe, plan, privileges checked
+    result = await execute(pool, info, desired, prepared, password=pw)   # the DDL (reconcile() does both)
     steps = await drop(pool, info, desired)
 """
 
 from .conninfo import AdminConnInfo, parse_admin_secret, write_ca_file
 from .manager import (
     LoginCheck,
+    Prepared,
     ReconcileResult,
     apply,
     check_login,
     database_size,
     drop,
+    execute,
     observe,
+    prepare,
     reconcile,
     server_version,
 )
@@ -31,6 +35,7 @@ __all__ = [
     "DesiredDatabase",
     "LoginCheck",
     "PasswordAction",
+    "Prepared",
     "ReconcileResult",
     "ServerPool",
     "ServerState",
@@ -41,10 +46,12 @@ __all__ = [
     "check_login",
     "database_size",
     "drop",
+    "execute",
     "observe",
     "parse_admin_secret",
     "plan",
     "plan_drop",
+    "prepare",
     "reconcile",
     "scram_sha256_verifier",
     "server_version",

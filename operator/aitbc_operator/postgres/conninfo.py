@@ -19,6 +19,10 @@ DEFAULT_PORT = 5432
 DEFAULT_DBNAME = "postgres"
 #: Seconds libpq waits for a connection before the server counts as unreachable.
 CONNECT_TIMEOUT = 5
+#: An established connection to a server that went silent (network partition, blackholed port) is noticed within
+#: about 30 s instead of the kernel's 15 minutes: TCP keepalives, and a limit on unacknowledged data (ms).
+KEEPALIVE_OPTIONS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                     "tcp_user_timeout": 30_000}
 #: Session settings of the operator's admin connections: never hang on a lock or a runaway statement.
 ADMIN_OPTIONS = "-c lock_timeout=10s -c statement_timeout=120s -c idle_in_transaction_session_timeout=60s"
 APPLICATION_NAME = "aitbc-operator"
@@ -36,7 +40,7 @@ class AdminConnInfo:
     user: str
     password: str = field(repr=False)
     dbname: str = DEFAULT_DBNAME
-    sslmode: SslMode = "prefer"
+    sslmode: SslMode = "require"
     sslrootcert: str | None = None
 
     @property
@@ -55,6 +59,7 @@ class AdminConnInfo:
             "sslmode": self.sslmode,
             "connect_timeout": CONNECT_TIMEOUT,
             "application_name": APPLICATION_NAME,
+            **KEEPALIVE_OPTIONS,
         }
         if self.sslrootcert is not None:
             kwargs["sslrootcert"] = self.sslrootcert
@@ -69,7 +74,7 @@ class AdminConnInfo:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 
-def parse_admin_secret(data: Mapping[str, str], *, sslmode: SslMode = "prefer",
+def parse_admin_secret(data: Mapping[str, str], *, sslmode: SslMode = "require",
                        ca_path: str | None = None) -> AdminConnInfo:
     """Build the admin connection from the admin Secret's (decoded) data.
 

@@ -4,8 +4,12 @@ No I/O and no psycopg here: ``observe()`` (manager.py) gathers a ``ServerState``
 human message each (for Events and logs; never a secret), ``apply()`` turns them into SQL (statements.py).
 
 Ownership marker: the operator writes ``COMMENT ON ROLE/DATABASE ... IS 'aitbc-operator: <owner>'``. Objects that
-carry another owner's marker are never touched (NameConflict); existing objects without a marker are adopted (the
-migration path from the hand-made setup of the runbook), and ``drop`` only drops objects carrying our own marker.
+carry another owner's marker are never touched (NameConflict); existing objects without a marker are adopted only
+when the resource asks for it (``spec.adopt``: the migration path from the hand-made setup of the runbook), and never
+a privileged role or a database owned by one (AdoptionRefused); ``drop`` only drops objects carrying our own marker.
+
+Privileges first: the plan is checked against the admin's own attributes (``check_privileges``) before any step
+runs, so a missing privilege is an InsufficientPrivilege naming it, with nothing half-made.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import InvalidSpec, NameConflict
+from ..errors import AdoptionRefused, InsufficientPrivilege, InvalidSpec, NameConflict
 from ..models.base import RESERVED_DATABASE_NAMES, RESERVED_ROLE_NAMES
 from ..models.database import AitbcDatabaseSpec, check_identifier
 
@@ -33,6 +37,8 @@ class DesiredDatabase:
     role: str
     owner: str
     connection_limit: int = -1
+    adopt: bool = False
+    """Existing objects without the marker may be taken over (spec.adopt)."""
 
     def __post_init__(self) -> None:
         try:
@@ -53,12 +59,32 @@ class DesiredDatabase:
             role=spec.effective_role_name,
             owner=f"{namespace}/{name}",
             connection_limit=spec.connection_limit,
+            adopt=spec.adopt,
         )
 
     @property
     def marker(self) -> str:
         """The comment written on the role and the database."""
         return MARKER_PREFIX + self.owner
+
+
+#: Role attributes the operator never hands to an application: a role holding one is never adopted, nor a
+#: database owned by one.
+PRIVILEGED_ATTRIBUTES = ("SUPERUSER", "REPLICATION", "BYPASSRLS", "CREATEROLE")
+
+
+@dataclass(frozen=True)
+class AdminState:
+    """The admin role's own attributes: what it may do on this server (read before any DDL)."""
+
+    name: str
+    superuser: bool = False
+    createrole: bool = True
+    createdb: bool = True
+    inherit: bool = True
+    """It holds the privileges of the roles it is a member of (needed to act as the owner of their databases)."""
+    self_grant: bool = False
+    """PostgreSQL 16+: ``createrole_self_grant`` includes SET and INHERIT, so a role it creates is usable at once."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +94,18 @@ class RoleState:
     name: str
     can_login: bool
     connection_limit: int
-    superuser: bool
     expires: bool
     """Has a VALID UNTIL other than infinity (the password would stop working, or already has)."""
     admin_can_use: bool
     """The admin is a member that can SET ROLE to it and inherits its privileges (needed to own/drop its database)."""
     marker: str | None
+    attributes: tuple[str, ...] = ()
+    """Which of PRIVILEGED_ATTRIBUTES it has."""
+    admin_option: bool = True
+    """PostgreSQL 16+: the admin holds the ADMIN option on it, without which CREATEROLE cannot alter it (15: always
+    true, CREATEROLE alone manages every non-superuser role)."""
+    privileged_memberships: tuple[str, ...] = ()
+    """Roles it is a member of (directly or not) that are predefined (``pg_*``) or hold a privileged attribute."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +116,10 @@ class DatabaseState:
     owner: str
     marker: str | None
     size_bytes: int | None
+    owner_attributes: tuple[str, ...] = ()
+    """Which of PRIVILEGED_ATTRIBUTES its owner has."""
+    admin_is_owner: bool = True
+    """The admin holds the owner's privileges (it is the owner or a member of it): needed to alter or drop it."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +128,7 @@ class ServerState:
 
     version: str
     version_num: int
-    admin: str
+    admin: AdminState
     role: RoleState | None
     database: DatabaseState | None
 
@@ -106,6 +142,8 @@ class PasswordAction(StrEnum):
     """The Secret's password was rejected (changed out of band): set it again."""
     ROTATE = "rotate"
     """A new password is being issued."""
+    REISSUE = "reissue"
+    """The Secret or its password was gone: a new password was written to the Secret, set it (drift)."""
 
 
 class Action(StrEnum):
@@ -125,14 +163,43 @@ class Action(StrEnum):
     DROP_ROLE = "DropRole"
 
 
+#: What each action attempts, for error messages ("create database x owned by y: permission denied ...").
+_ATTEMPTS = {
+    Action.CREATE_ROLE: "create role {role}",
+    Action.MARK_ROLE: "mark role {role} as managed by {owner}",
+    Action.GRANT_ROLE_TO_ADMIN: "make the admin a member of role {role}",
+    Action.ENABLE_LOGIN: "allow role {role} to log in",
+    Action.SET_CONNECTION_LIMIT: "set the connection limit of role {role}",
+    Action.CLEAR_EXPIRY: "remove the password expiry of role {role}",
+    Action.SET_PASSWORD: "set the password of role {role}",
+    Action.CREATE_DATABASE: "create database {database} owned by {role}",
+    Action.SET_DATABASE_OWNER: "make role {role} the owner of database {database}",
+    Action.MARK_DATABASE: "mark database {database} as managed by {owner}",
+    Action.DROP_DATABASE: "drop database {database}",
+    Action.DROP_ROLE: "drop role {role}",
+}
+#: Actions on the role (they need CREATEROLE, and on 16+ the ADMIN option on an existing role).
+_ROLE_ACTIONS = frozenset({Action.CREATE_ROLE, Action.MARK_ROLE, Action.GRANT_ROLE_TO_ADMIN, Action.ENABLE_LOGIN,
+                           Action.SET_CONNECTION_LIMIT, Action.CLEAR_EXPIRY, Action.SET_PASSWORD, Action.DROP_ROLE})
+#: Actions that need CREATEDB.
+_CREATEDB_ACTIONS = frozenset({Action.CREATE_DATABASE, Action.SET_DATABASE_OWNER})
+#: Actions on an existing database (they need the owner's privileges).
+_OWNER_ACTIONS = frozenset({Action.SET_DATABASE_OWNER, Action.MARK_DATABASE, Action.DROP_DATABASE})
+
+
 @dataclass(frozen=True)
 class Step:
     """One change, with a message for Events and logs (no secrets)."""
 
     action: Action
     message: str
+    """What was done, once it is (e.g. "database x created, owned by y")."""
     drift: bool = False
     """It repairs something changed out of band (worth a Warning Event)."""
+
+    def attempt(self, desired: DesiredDatabase) -> str:
+        """What the step tries to do, for an error message (e.g. "create database x owned by y")."""
+        return _ATTEMPTS[self.action].format(role=desired.role, database=desired.database, owner=desired.owner)
 
 
 def _check_ownership(kind: str, name: str, marker: str | None, desired: DesiredDatabase) -> None:
@@ -141,41 +208,74 @@ def _check_ownership(kind: str, name: str, marker: str | None, desired: DesiredD
         raise NameConflict(f"{kind} {name!r} is managed by {other}, not by {desired.owner}")
 
 
+def _check_adoptable(kind: str, name: str, desired: DesiredDatabase, refusal: str | None) -> None:
+    """An existing object without our marker: adopted only when asked, and never a privileged one."""
+    if not desired.adopt:
+        raise NameConflict(
+            f"{kind} {name!r} already exists and was not created by the operator (no '{MARKER_PREFIX}...' comment); "
+            f"set spec.adopt: true to take it over (see docs/security.md)"
+        )
+    if refusal is not None:
+        raise AdoptionRefused(f"{kind} {name!r} is not adopted even with spec.adopt: {refusal}")
+
+
+def _role_refusal(role: RoleState) -> str | None:
+    if role.attributes:
+        return (f"it has {', '.join(role.attributes)} (the operator never hands SUPERUSER, REPLICATION, BYPASSRLS or "
+                "CREATEROLE to an application)")
+    if role.privileged_memberships:
+        return (f"it is a member of {', '.join(role.privileged_memberships)}, whose privileges would reach the "
+                "application")
+    return None
+
+
+def _database_refusal(database: DatabaseState, desired: DesiredDatabase) -> str | None:
+    if not database.owner_attributes:
+        return None
+    return (f"its owner {database.owner} has {', '.join(database.owner_attributes)}; a superuser can hand it over "
+            f"first: ALTER DATABASE {database.name} OWNER TO {desired.role}")
+
+
 def plan(state: ServerState, desired: DesiredDatabase, *, password: PasswordAction = PasswordAction.KEEP,
          previously_created: bool = False) -> tuple[Step, ...]:
     """The steps that bring the server to ``desired``; empty when everything is in sync.
 
     ``previously_created``: the resource's status says the objects were created before, so a missing one was dropped
-    out of band (reported as drift). Raises NameConflict / InvalidSpec when the names cannot be managed.
+    out of band (reported as drift). Raises NameConflict / AdoptionRefused / InvalidSpec when the names cannot be
+    managed, InsufficientPrivilege when the admin could not perform a step (before any of them runs).
     """
-    if desired.role == state.admin:
+    if desired.role == state.admin.name:
         raise InvalidSpec(f"roleName {desired.role!r} is the admin role itself")
-    return _role_steps(state, desired, password, previously_created) + _database_steps(
+    steps = _role_steps(state, desired, password, previously_created) + _database_steps(
         state, desired, previously_created)
+    check_privileges(state, desired, steps)
+    return steps
 
 
 def _role_steps(state: ServerState, desired: DesiredDatabase, password: PasswordAction,
                 previously_created: bool) -> tuple[Step, ...]:
     name = desired.role
     role = state.role
+    admin = state.admin.name
     if role is None:
         if previously_created:
             create = Step(Action.CREATE_ROLE, f"role {name} recreated (it was dropped out of band)", drift=True)
         else:
             create = Step(Action.CREATE_ROLE, f"role {name} created")
-        return (
-            create,
-            Step(Action.MARK_ROLE, f"role {name} marked as managed by {desired.owner}"),
-            Step(Action.GRANT_ROLE_TO_ADMIN, f"admin {state.admin} made a member of role {name}"),
-        )
+        mark = Step(Action.MARK_ROLE, f"role {name} marked as managed by {desired.owner}")
+        if state.admin.self_grant:  # 16+: createrole_self_grant already makes the admin a usable member
+            return (create, mark)
+        return (create, mark, Step(Action.GRANT_ROLE_TO_ADMIN, f"admin {admin} made a member of role {name}"))
     _check_ownership("role", name, role.marker, desired)
-    if role.superuser:
+    if role.marker != desired.marker:
+        _check_adoptable("role", name, desired, _role_refusal(role))
+    elif "SUPERUSER" in role.attributes:
         raise NameConflict(f"role {name!r} is a superuser; the operator does not manage superusers")
     steps: list[Step] = []
     if role.marker != desired.marker:
         steps.append(Step(Action.MARK_ROLE, f"existing role {name} adopted (marked as managed by {desired.owner})"))
     if not role.admin_can_use:
-        steps.append(Step(Action.GRANT_ROLE_TO_ADMIN, f"admin {state.admin} made a member of role {name} again",
+        steps.append(Step(Action.GRANT_ROLE_TO_ADMIN, f"admin {admin} made a member of role {name} again",
                           drift=role.marker is not None))
     if not role.can_login:
         steps.append(Step(Action.ENABLE_LOGIN, f"role {name} allowed to log in again (LOGIN was removed)", drift=True))
@@ -185,12 +285,23 @@ def _role_steps(state: ServerState, desired: DesiredDatabase, password: Password
                           f"(was {role.connection_limit})", drift=role.marker is not None))
     if role.expires:
         steps.append(Step(Action.CLEAR_EXPIRY, f"password expiry (VALID UNTIL) of role {name} removed", drift=True))
-    if password is PasswordAction.RESET:
-        steps.append(Step(Action.SET_PASSWORD,
-                          f"password of role {name} reset (the Secret's password no longer logged in)", drift=True))
-    elif password is PasswordAction.ROTATE:
-        steps.append(Step(Action.SET_PASSWORD, f"password of role {name} rotated"))
+    password_step = _password_step(name, password)
+    if password_step is not None:
+        steps.append(password_step)
     return tuple(steps)
+
+
+def _password_step(role: str, password: PasswordAction) -> Step | None:
+    match password:
+        case PasswordAction.RESET:
+            return Step(Action.SET_PASSWORD, f"password of role {role} reset (the Secret's password no longer logged "
+                                             "in)", drift=True)
+        case PasswordAction.REISSUE:
+            return Step(Action.SET_PASSWORD, f"password of role {role} reset to the new one in its Secret",
+                        drift=True)
+        case PasswordAction.ROTATE:
+            return Step(Action.SET_PASSWORD, f"password of role {role} rotated")
+    return None
 
 
 def _database_steps(state: ServerState, desired: DesiredDatabase, previously_created: bool) -> tuple[Step, ...]:
@@ -205,6 +316,8 @@ def _database_steps(state: ServerState, desired: DesiredDatabase, previously_cre
             create = Step(Action.CREATE_DATABASE, f"database {name} created, owned by {desired.role}")
         return (create, Step(Action.MARK_DATABASE, f"database {name} marked as managed by {desired.owner}"))
     _check_ownership("database", name, database.marker, desired)
+    if database.marker != desired.marker:
+        _check_adoptable("database", name, desired, _database_refusal(database, desired))
     steps: list[Step] = []
     if database.owner != desired.role:
         steps.append(Step(Action.SET_DATABASE_OWNER,
@@ -214,6 +327,43 @@ def _database_steps(state: ServerState, desired: DesiredDatabase, previously_cre
         steps.append(Step(Action.MARK_DATABASE,
                           f"existing database {name} adopted (marked as managed by {desired.owner})"))
     return tuple(steps)
+
+
+def check_privileges(state: ServerState, desired: DesiredDatabase, steps: tuple[Step, ...]) -> None:
+    """Refuse, before any of them runs, steps the admin has no privilege for (InsufficientPrivilege naming it).
+
+    The rules of the server's major: CREATEROLE for every role change, CREATEDB to create a database or give it a
+    new owner, the owner's privileges (membership with INHERIT) to alter or drop an existing database, and on
+    PostgreSQL 16+ the ADMIN option on an existing role (15: CREATEROLE reaches every non-superuser role).
+    """
+    admin = state.admin
+    if admin.superuser or not steps:
+        return
+    missing: list[str] = []
+
+    def first(actions: frozenset[Action]) -> Step | None:
+        return next((step for step in steps if step.action in actions), None)
+
+    role_step, createdb_step, owner_step = first(_ROLE_ACTIONS), first(_CREATEDB_ACTIONS), first(_OWNER_ACTIONS)
+    if role_step is not None and not admin.createrole:
+        missing.append(f"CREATEROLE (to {role_step.attempt(desired)})")
+    if createdb_step is not None and not admin.createdb:
+        missing.append(f"CREATEDB (to {createdb_step.attempt(desired)})")
+    role = state.role
+    if role_step is not None and role is not None and not role.admin_option and state.version_num >= 160000:
+        missing.append(f"the ADMIN option on role {role.name} (to {role_step.attempt(desired)}; on PostgreSQL 16+ a "
+                       f"CREATEROLE role manages only the roles it created or was granted WITH ADMIN OPTION: "
+                       f"GRANT {role.name} TO {admin.name} WITH ADMIN OPTION)")
+    if (owner_step is not None or createdb_step is not None) and not admin.inherit:
+        missing.append(f"INHERIT (it must hold the privileges of role {desired.role} to own its database: "
+                       f"ALTER ROLE {admin.name} INHERIT)")
+    database = state.database
+    if (owner_step is not None and database is not None and not database.admin_is_owner
+            and database.owner != desired.role):
+        missing.append(f"membership in role {database.owner}, the owner of database {database.name} "
+                       f"(to {owner_step.attempt(desired)})")
+    if missing:
+        raise InsufficientPrivilege(f"admin {admin.name} lacks {'; '.join(missing)}: nothing was changed")
 
 
 def plan_drop(state: ServerState, desired: DesiredDatabase) -> tuple[Step, ...]:
@@ -229,9 +379,12 @@ def plan_drop(state: ServerState, desired: DesiredDatabase) -> tuple[Step, ...]:
         raise NameConflict(f"role {desired.role!r} is not marked as managed by {desired.owner}; refusing to drop it")
     steps: list[Step] = []
     if role is not None and not role.admin_can_use:
-        steps.append(Step(Action.GRANT_ROLE_TO_ADMIN, f"admin {state.admin} made a member of role {desired.role}"))
+        steps.append(Step(Action.GRANT_ROLE_TO_ADMIN,
+                          f"admin {state.admin.name} made a member of role {desired.role}"))
     if database is not None:
         steps.append(Step(Action.DROP_DATABASE, f"database {desired.database} dropped (connections terminated)"))
     if role is not None:
         steps.append(Step(Action.DROP_ROLE, f"role {desired.role} dropped"))
-    return tuple(steps)
+    steps_t = tuple(steps)
+    check_privileges(state, desired, steps_t)
+    return steps_t

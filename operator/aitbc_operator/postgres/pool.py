@@ -14,14 +14,25 @@ first statement of a job (server restarted, backend terminated, idle_session_tim
 (read-only) statement retried once, so none of these costs a failed reconcile. A job whose caller was cancelled
 before it started is skipped; one already running finishes (its result is dropped), so a connection is never left in
 an unknown state. Long-lived: create one ServerPool at operator startup and ``aclose()`` it at cleanup.
+
+Failure isolation: one dead server must not hold every handler of the operator (kopf runs at most
+``AITBC_MAX_WORKERS`` at once, and each waits for its job). Each server has a circuit breaker: a connection that
+cannot be opened (or is lost) fails that job, every job queued behind it and every new one at once with the same
+ServerUnreachable, for ``BREAKER_COOLDOWN`` seconds; then one job (the trial) tries again, and its outcome closes or
+re-opens the breaker. So a blackholed server costs one connect timeout per cool-down, not one per job. The queue is
+bounded: while no connection is open, only the job opening it waits, any other is refused at once (ServerConnecting,
+retried a second later: a healthy server connects in milliseconds, a dead one would hold every waiting caller for the
+whole connect timeout); with a connection, at most ``MAX_QUEUED`` jobs wait (more: ServerBusy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +40,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
+from ..errors import ServerBusy, ServerConnecting, ServerUnreachable
 from .conninfo import ADMIN_OPTIONS, AdminConnInfo
 from .translate import translate, translate_connect_error
 
@@ -43,6 +55,10 @@ T = TypeVar("T")
 
 #: How long ``aclose()`` waits for a worker to finish its current job (statements time out after 120 s anyway).
 CLOSE_TIMEOUT = 30.0
+#: Seconds a server's breaker stays open after a connection failure before one job may try again.
+BREAKER_COOLDOWN = 10.0
+#: Jobs that may wait for one server's worker; more are refused at once (ServerBusy).
+MAX_QUEUED = 200
 
 
 @dataclass
@@ -50,6 +66,7 @@ class StatementStats:
     """What the pool did, for tests, benchmarks and metrics (written by the worker threads)."""
 
     connects: int = 0
+    connect_failures: int = 0
     statements: int = 0
     ddl: int = 0
     login_checks: int = 0
@@ -114,21 +131,97 @@ class _Job:
     work: Callable[[Session], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    trial: bool = False
+    """The one job allowed to try a server whose breaker is open."""
+
+
+class _Breaker:
+    """One server's circuit breaker, shared by the event loop (``admit``) and the worker thread (``settle``).
+
+    Own code rather than a library such as pybreaker: it must answer before a job is queued (so a caller never waits
+    behind a doomed job) and fail the jobs already queued, which call-wrapping breakers do not do.
+    """
+
+    def __init__(self, cooldown: float = BREAKER_COOLDOWN, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cooldown, self._clock = cooldown, clock
+        self._lock = threading.Lock()
+        self._failure: ServerUnreachable | None = None
+        self._opened_at = 0.0
+        self._trial = False
+
+    def admit(self) -> bool:
+        """Raise ServerUnreachable while open; True when this job is the trial after the cool-down."""
+        with self._lock:
+            if self._failure is None:
+                return False
+            if self._trial or self._clock() < self._opened_at + self._cooldown:
+                # A constant message: a repeated refusal must not rewrite the resource's status each time.
+                raise ServerUnreachable(f"{self._failure.message} (not tried again for {self._cooldown:.0f} s)")
+            self._trial = True
+            return True
+
+    def settle(self, failure: ServerUnreachable | None, *, trial: bool) -> None:
+        """A job ran: a connection failure opens the breaker (again), anything else closes it."""
+        with self._lock:
+            if trial:
+                self._trial = False
+            if failure is None:
+                self._failure = None
+            else:
+                self._failure, self._opened_at = failure, self._clock()
+
+    def abandon(self, *, trial: bool) -> None:
+        """A job never ran (cancelled, or refused): if it was the trial, the next job may try instead."""
+        if trial:
+            with self._lock:
+                self._trial = False
 
 
 class _Worker:
     """The thread that owns one server's admin connection and runs its jobs in order."""
 
-    def __init__(self, info: AdminConnInfo, stats: StatementStats) -> None:
+    def __init__(self, info: AdminConnInfo, stats: StatementStats, breaker: _Breaker) -> None:
         self.info = info
         self.stats = stats
         self.conn: Connection | None = None
+        self.breaker = breaker
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queued = 0
+        self._running = False
+        self._queued_lock = threading.Lock()
+        #: Callers refused while a connection was being opened, told when the job opening it is over.
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._serve, name=f"pg-admin {info.describe()}", daemon=True)
         self._thread.start()
 
     def submit(self, job: _Job) -> None:
+        """Queue a job; refused (ServerConnecting) while another job opens the connection, (ServerBusy) when full."""
+        with self._queued_lock:
+            if self.conn is None and (self._queued or self._running):
+                refused = ServerConnecting(f"{self.info.describe()}: the connection is being opened; not waiting")
+                refused.settled = job.loop.create_future()
+                self._waiters.append((job.loop, refused.settled))
+                raise refused
+            if self._queued >= MAX_QUEUED:
+                raise ServerBusy(f"{self.info.describe()}: {self._queued} jobs already wait for this server")
+            self._queued += 1
         self._jobs.put(job)
+
+    def _set_running(self, running: bool) -> None:
+        """Mark the job in hand; at its end, tell the callers refused meanwhile (ServerConnecting) to come back."""
+        with self._queued_lock:
+            self._running = running
+            waiters, self._waiters = ([], self._waiters) if running else (self._waiters, [])
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that caller's loop is closed
+                loop.call_soon_threadsafe(_settle, future)
+
+    def _take(self) -> _Job | None:
+        job = self._jobs.get()
+        if job is not None:
+            with self._queued_lock:
+                self._queued -= 1
+        return job
 
     def stop(self) -> None:
         self._jobs.put(None)
@@ -145,6 +238,7 @@ class _Worker:
         try:
             conn = psycopg.Connection.connect(autocommit=True, options=ADMIN_OPTIONS, **self.info.connect_kwargs())
         except psycopg.Error as exc:
+            self.stats.connect_failures += 1
             raise translate_connect_error(exc, self.info.describe()) from None
         self.stats.connects += 1
         self.conn = conn
@@ -160,17 +254,40 @@ class _Worker:
 
     def _serve(self) -> None:
         try:
-            while (job := self._jobs.get()) is not None:
+            while (job := self._take()) is not None:
                 if job.future.cancelled():  # the caller gave up before its turn
+                    self.breaker.abandon(trial=job.trial)
                     continue
+                self._set_running(True)
+                result: Any = None
+                error: Exception | None = None
                 try:
-                    result: Any = self._run(job)
+                    result = self._run(job)
                 except Exception as exc:  # handed to the caller, whatever it is
-                    _deliver(job, None, exc)
-                else:
-                    _deliver(job, result, None)
+                    error = exc
+                # The breaker first: callers told of the outcome must find it open already.
+                unreachable = error if isinstance(error, ServerUnreachable) else None
+                self.breaker.settle(unreachable, trial=job.trial)
+                self._set_running(False)
+                _deliver(job, result, error)
+                if unreachable is not None and not self._fail_queued(unreachable):
+                    return
         finally:
             self.discard()
+
+    def _fail_queued(self, failure: ServerUnreachable) -> bool:
+        """Fail every job queued behind a connection failure at once; False when the stop request was among them."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            with self._queued_lock:
+                self._queued -= 1
+            self.breaker.abandon(trial=job.trial)
+            _deliver(job, None, ServerUnreachable(f"{failure.message} (not tried: the attempt before it failed)"))
 
     def _run(self, job: _Job) -> Any:
         if job.info != self.info:  # password, sslmode or CA changed in the admin Secret
@@ -180,6 +297,11 @@ class _Worker:
         self.connection()
         self.stats.jobs += 1
         return job.work(Session(self, reused=reused))
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _deliver(job: _Job, result: Any, exc: BaseException | None) -> None:
@@ -200,24 +322,33 @@ def _deliver(job: _Job, result: Any, exc: BaseException | None) -> None:
 class ServerPool:
     """Admin connections to PostgreSQL servers, one per (host, port, user, dbname), reused across reconciles."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, breaker_cooldown: float = BREAKER_COOLDOWN) -> None:
         self._workers: dict[ServerKey, _Worker] = {}
         self._lock = threading.Lock()
+        self._breaker_cooldown = breaker_cooldown
         self.stats = StatementStats()
 
     async def run(self, info: AdminConnInfo, work: Callable[[Session], T]) -> T:
         """Run ``work`` on the server's admin connection, in its worker thread, after the jobs queued before it.
 
         ``work`` must be blocking code using only the Session (no event loop). Raises what it raises, and
-        ServerUnreachable / AuthenticationFailed / InvalidSpec when the connection cannot be opened.
+        ServerUnreachable / AuthenticationFailed / InvalidSpec when the connection cannot be opened; at once
+        ServerUnreachable while the server's breaker is open, ServerConnecting while another job opens the
+        connection, ServerBusy when MAX_QUEUED jobs already wait.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             worker = self._workers.get(info.server_key)
             if worker is None:
-                worker = self._workers[info.server_key] = _Worker(info, self.stats)
-        worker.submit(_Job(info, work, loop, future))
+                worker = self._workers[info.server_key] = _Worker(info, self.stats,
+                                                                  _Breaker(self._breaker_cooldown))
+        trial = worker.breaker.admit()
+        try:
+            worker.submit(_Job(info, work, loop, future, trial))
+        except (ServerBusy, ServerConnecting):
+            worker.breaker.abandon(trial=trial)
+            raise
         return await future
 
     async def aclose(self) -> None:

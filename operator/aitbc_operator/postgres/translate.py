@@ -16,6 +16,7 @@ from ..errors import (
     InvalidSpec,
     NameConflict,
     OperatorError,
+    ServerBusy,
     ServerUnreachable,
     TemporaryError,
 )
@@ -72,7 +73,7 @@ def translate(exc: psycopg.Error, doing: str) -> OperatorError:
     if state in _CONFLICT:
         return NameConflict(message)
     if state.startswith("55") or state.startswith("40"):  # object in use, lock not available, serialization
-        return TemporaryError(message, reason="ServerBusy", delay=10.0)
+        return ServerBusy(message, delay=10.0)
     return TemporaryError(message, reason="DatabaseError", delay=30.0)
 
 

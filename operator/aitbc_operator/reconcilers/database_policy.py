@@ -1,4 +1,5 @@
-"""Pure decisions for AitbcDatabase: when to rotate the password, and who owns a database/role name on a server."""
+"""Pure decisions for AitbcDatabase: when to rotate the password, what a Secret write repairs, and who owns a
+database/role name on a server."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class Rotation(StrEnum):
     INITIAL = "initial"
     TOKEN = "token"  # noqa: S105 (a trigger name, not a password)
     SCHEDULE = "schedule"
+    LOST = "lost"
+    """The Secret (or its password) is gone after the objects were created: a repair, worth a Warning."""
 
 
 def rotation_token(spec: AitbcDatabaseSpec, annotations: Mapping[str, str]) -> str:
@@ -40,7 +43,7 @@ def rotation_due(
 ) -> Rotation | None:
     """Whether to generate a new password, and why; None keeps the current one."""
     if not have_password:
-        return Rotation.INITIAL
+        return Rotation.INITIAL if status.database_name is None else Rotation.LOST
     if status.observed_rotation_token is not None and status.observed_rotation_token != rotation_token(
         spec, annotations
     ):
@@ -50,6 +53,25 @@ def rotation_due(
         if now - status.last_rotation_time >= period:
             return Rotation.SCHEDULE
     return None
+
+
+def secret_repairs(name: str, rotation: Rotation | None, desired: Mapping[str, str], live: Mapping[str, str] | None,
+                   *, ours_last: bool) -> list[str]:
+    """What writing the connection Secret repairs, for a DriftRepaired Warning (empty: nothing was changed by hand).
+
+    ``desired``/``live``: the Secret's data to write and as read (None: absent); ``ours_last``: the live Secret was
+    last applied from this very manifest, so a difference is someone else's edit. Call only when the write happens.
+    """
+    if rotation is Rotation.LOST:
+        if live is None:
+            return [f"Secret {name} was deleted: re-created with a new password"]
+        return [f"Secret {name} had lost its password: a new one was written"]
+    if live is None or not ours_last:
+        return []
+    edited = sorted(key for key, value in desired.items() if live.get(key) != value)
+    if edited:
+        return [f"Secret {name}: {', '.join(edited)} changed by someone else, put back"]
+    return [f"Secret {name}: labels or annotations changed by someone else, put back"]
 
 
 def next_rotation_in(spec: AitbcDatabaseSpec, status: AitbcDatabaseStatus, *, now: datetime) -> float | None:
