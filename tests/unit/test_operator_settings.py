@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 import pytest
 
 from aitbc_operator import settings as settings_mod
+from aitbc_operator.builders.common import LABEL_MANAGED_BY, MANAGED_BY
 from aitbc_operator.operator import configure
 
 
@@ -60,3 +62,33 @@ def test_runs_under_a_uid_without_a_passwd_entry(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AITBC_HEALTH_PORT", "0")
     assert operator_mod.run(standalone=True) == 0
     assert seen["identity"] == "aitbc-operator-7d9f-abcde"
+
+
+def _builtin_handlers() -> list[Any]:
+    """Every handler (of any kind) registered by the operator's modules on a kind outside aitbc.io."""
+    from aitbc_operator import handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    found = []
+    for sub in (registry._watching, registry._changing, registry._spawning, registry._indexing):
+        found.extend(h for h in sub.get_all_handlers() if h.selector is not None and h.selector.group != "aitbc.io")
+    return found
+
+
+def test_every_watched_builtin_kind_gets_a_server_side_selector_that_its_handlers_imply() -> None:
+    """kopf lists and watches each kind a handler names; unfiltered, that is every Secret and Pod of the cluster."""
+    settings = kopf.OperatorSettings()
+    configure(settings, settings_mod.load())
+    handlers = _builtin_handlers()
+    assert {(h.selector.group, h.selector.any_name) for h in handlers} == {
+        ("", "secrets"), ("", "pods"), ("apps", "statefulsets"), ("apps", "deployments")}
+    for handler in handlers:
+        sel = handler.selector
+        resource = kopf.Resource(sel.group, sel.version or "v1", sel.any_name)
+        selectors = settings.watching.label_selectors.collect(resource)
+        assert len(selectors) == 1, f"{resource}: {selectors}"
+        # The server returns only objects with these labels: each handler must want only such objects.
+        wanted = dict(pair.split("=", 1) for pair in selectors[0].split(","))
+        assert wanted[LABEL_MANAGED_BY] == MANAGED_BY
+        labels = handler.labels or {}
+        assert all(labels.get(key) == value for key, value in wanted.items()), (handler.id, labels, wanted)
