@@ -101,6 +101,10 @@ BENCH_COUNT ?= 200
 bench-db: venv system-deps cluster-bins ## AitbcDatabase benchmark: BENCH_COUNT resources to Ready vs the SQL floor, one idle drift pass
 	$(BIN)/python -m benchmarks.db_bench --count $(BENCH_COUNT) $(BENCH_ARGS)
 
+.PHONY: bench-watch
+bench-watch: venv cluster-bins ## operator RSS: empty cluster vs 5,000 unrelated 10 KiB Secrets + 2,000 Pods (own cluster)
+	$(BIN)/python -m benchmarks.watch_rss $(BENCH_ARGS)
+
 .PHONY: bench-node
 bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)
 	$(BIN)/python -m benchmarks.node_bench $(BENCH_ARGS)
