@@ -114,3 +114,9 @@ class NameConflict(PermanentError):
     """The database or role is already used by something else (another AitbcDatabase, or not ours)."""
 
     reason = "NameConflict"
+
+
+class Stopped(TemporaryError):
+    """This replica stopped acting (it lost the leader lease): the request or SQL job was not started."""
+
+    reason = "Stopped"

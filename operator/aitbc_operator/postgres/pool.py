@@ -14,6 +14,9 @@ first statement of a job (server restarted, backend terminated, idle_session_tim
 (read-only) statement retried once, so none of these costs a failed reconcile. A job whose caller was cancelled
 before it started is skipped; one already running finishes (its result is dropped), so a connection is never left in
 an unknown state. Long-lived: create one ServerPool at operator startup and ``aclose()`` it at cleanup.
+
+``shutdown()`` (leadership lost, from any thread) stops the pool at once: no job and no statement starts after it;
+queued and new jobs fail with ``Stopped``, a running job fails at its next statement.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
+from ..errors import Stopped
 from .conninfo import ADMIN_OPTIONS, AdminConnInfo
 from .translate import translate, translate_connect_error
 
@@ -84,6 +88,7 @@ class Session:
 
     def _execute(self, statement: Query, params: Params, *, doing: str, fetch: bool) -> list[Row]:
         while True:
+            self._worker.check_running(doing)
             conn = self._worker.connection()
             self._worker.stats.statements += 1
             try:
@@ -119,9 +124,10 @@ class _Job:
 class _Worker:
     """The thread that owns one server's admin connection and runs its jobs in order."""
 
-    def __init__(self, info: AdminConnInfo, stats: StatementStats) -> None:
+    def __init__(self, info: AdminConnInfo, stats: StatementStats, stopped: threading.Event) -> None:
         self.info = info
         self.stats = stats
+        self.stopped = stopped
         self.conn: Connection | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=f"pg-admin {info.describe()}", daemon=True)
@@ -132,6 +138,11 @@ class _Worker:
 
     def stop(self) -> None:
         self._jobs.put(None)
+
+    def check_running(self, doing: str) -> None:
+        """Raise Stopped once the pool was shut down."""
+        if self.stopped.is_set():
+            raise Stopped(f"{doing}: not started, the operator stopped acting")
 
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
@@ -164,6 +175,7 @@ class _Worker:
                 if job.future.cancelled():  # the caller gave up before its turn
                     continue
                 try:
+                    self.check_running("SQL job")
                     result: Any = self._run(job)
                 except Exception as exc:  # handed to the caller, whatever it is
                     _deliver(job, None, exc)
@@ -203,6 +215,7 @@ class ServerPool:
     def __init__(self) -> None:
         self._workers: dict[ServerKey, _Worker] = {}
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self.stats = StatementStats()
 
     async def run(self, info: AdminConnInfo, work: Callable[[Session], T]) -> T:
@@ -213,12 +226,23 @@ class ServerPool:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._lock:
+        with self._lock:  # a job is queued before shutdown()'s stop request, or refused
+            if self._stopped.is_set():
+                raise Stopped(f"SQL job on {info.describe()}: not started, the operator stopped acting")
             worker = self._workers.get(info.server_key)
             if worker is None:
-                worker = self._workers[info.server_key] = _Worker(info, self.stats)
-        worker.submit(_Job(info, work, loop, future))
+                worker = self._workers[info.server_key] = _Worker(info, self.stats, self._stopped)
+            worker.submit(_Job(info, work, loop, future))
         return await future
+
+    def shutdown(self) -> None:
+        """Stop at once (from any thread): no job or statement starts after this; queued and new jobs fail with
+        Stopped. The workers end after their current statement and close their connections."""
+        with self._lock:
+            self._stopped.set()
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.stop()
 
     async def aclose(self) -> None:
         """Stop every worker after its queued jobs and close its connection (operator cleanup)."""
