@@ -92,3 +92,32 @@ def test_every_watched_builtin_kind_gets_a_server_side_selector_that_its_handler
         assert wanted[LABEL_MANAGED_BY] == MANAGED_BY
         labels = handler.labels or {}
         assert all(labels.get(key) == value for key, value in wanted.items()), (handler.id, labels, wanted)
+
+
+def test_runtime_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AITBC_KUBE_CLIENT_THREADS", "AITBC_LEASE_DURATION", "AITBC_LEASE_RENEW_DEADLINE",
+                 "AITBC_LEASE_RETRY_PERIOD", "AITBC_LEASE_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = settings_mod.load()
+    assert cfg.kube_client_threads == 8
+    assert cfg.lease == settings_mod.LeaseTimings(15, 10, 2, 5)  # client-go's, with a request timeout well under
+    monkeypatch.setenv("AITBC_KUBE_CLIENT_THREADS", "16")
+    monkeypatch.setenv("AITBC_LEASE_DURATION", "30")
+    monkeypatch.setenv("AITBC_LEASE_RENEW_DEADLINE", "20")
+    cfg = settings_mod.load()
+    assert cfg.kube_client_threads == 16
+    assert (cfg.lease.lease_duration, cfg.lease.renew_deadline) == (30, 20)
+
+
+@pytest.mark.parametrize(("name", "raw", "complaint"), [
+    ("AITBC_KUBE_CLIENT_THREADS", "0", "whole number of at least 1"),
+    ("AITBC_KUBE_CLIENT_THREADS", "2.5", "whole number of at least 1"),
+    ("AITBC_LEASE_RENEW_DEADLINE", "20", "AITBC_LEASE_DURATION \\(15\\) > AITBC_LEASE_RENEW_DEADLINE \\(20\\)"),
+    ("AITBC_LEASE_REQUEST_TIMEOUT", "10", "AITBC_LEASE_REQUEST_TIMEOUT \\(10\\) must be above 0 and below"),
+])
+def test_bad_runtime_settings_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str, complaint: str
+) -> None:
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ValueError, match=complaint):
+        settings_mod.load()
