@@ -121,3 +121,25 @@ def test_bad_runtime_settings_are_refused_by_name(
     monkeypatch.setenv(name, raw)
     with pytest.raises(ValueError, match=complaint):
         settings_mod.load()
+
+
+def test_losing_leadership_stops_sql_and_api_calls_at_once() -> None:
+    """stop_acting (called from the lease's renewal thread) reaches what the startup handler put in kopf's memo."""
+    import asyncio
+
+    from kubernetes import client
+
+    from aitbc_operator import errors
+    from aitbc_operator.k8s.client import Kube
+    from aitbc_operator.operator import stop_acting
+    from aitbc_operator.postgres import ServerPool
+    from aitbc_operator.postgres.conninfo import AdminConnInfo
+
+    memo = kopf.Memo(pg=ServerPool(), kube=Kube(client.ApiClient(), threads=1))
+    stop_acting(memo, "not renewed within 10 s")
+    with pytest.raises(errors.Stopped, match=r"not sent, leadership lost \(not renewed within 10 s\)"):
+        memo["kube"].request_sync("GET", "/api/v1/namespaces")
+    info = AdminConnInfo(host="127.0.0.1", port=1, user="admin", password="x", dbname="postgres")
+    with pytest.raises(errors.Stopped, match="not started"):
+        asyncio.run(memo["pg"].run(info, lambda session: None))
+    memo["kube"].close()
