@@ -104,6 +104,9 @@ bench-db: venv system-deps cluster-bins ## AitbcDatabase benchmark: BENCH_COUNT 
 .PHONY: bench-db-isolation
 bench-db-isolation: venv system-deps cluster-bins ## 50 AitbcDatabases on a healthy server: Ready time alone vs next to 50 on a dead one
 	$(BIN)/python -m benchmarks.db_isolation_bench $(BENCH_ARGS)
+.PHONY: bench-watch
+bench-watch: venv cluster-bins ## operator RSS: empty cluster vs 5,000 unrelated 10 KiB Secrets + 2,000 Pods (own cluster)
+	$(BIN)/python -m benchmarks.watch_rss $(BENCH_ARGS)
 
 .PHONY: bench-node
 bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,11 +45,14 @@ def release_finalizers(api: client.ApiClient, namespace: str, plural: str = "ait
 
 
 class OperatorProcess:
-    """One `aitbc-operator run --standalone` process with its own log file."""
+    """One `aitbc-operator run --standalone` process with its own log file (`command`: another launcher of the same
+    command line, e.g. tests/skewed_operator.py)."""
 
     def __init__(self, kubeconfig: Path, log: Path, *, namespaces: tuple[str, ...] = (),
-                 env: Mapping[str, str] | None = None, standalone: bool = True) -> None:
+                 env: Mapping[str, str] | None = None, standalone: bool = True,
+                 command: Sequence[str] = (str(SCRIPT),)) -> None:
         self.kubeconfig, self.log, self.namespaces, self.standalone = kubeconfig, log, namespaces, standalone
+        self.command = tuple(command)
         self.health_port, self.metrics_port = free_ports(2)
         self.env = {
             **os.environ,
@@ -66,7 +69,7 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60.0) -> OperatorProcess:
         """Start and wait until the liveness endpoint answers (kopf is watching)."""
-        args = [str(SCRIPT), "run", *(["--standalone"] if self.standalone else [])]
+        args = [*self.command, "run", *(["--standalone"] if self.standalone else [])]
         for ns in self.namespaces:
             args += ["--namespace", ns]
         with self.log.open("ab") as out:

@@ -8,12 +8,14 @@ Pure functions over audit events (dicts, one per JSON line) and the roles of rba
   ``create``: the apiserver authorizes ``create`` in addition to ``patch`` for it, without a second audit event.
 - :func:`grants`: every (role, group, resource, verb) of rbac.py, with the role's scope and the rule's resourceNames.
 - :func:`ungranted` (requests no grant allows) and :func:`unused` (grants no request needed).
+- :func:`collection_reads`: the lists and watches of some resources, with their label selectors.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import urllib.parse
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,35 @@ def requests_of(events: Iterable[Event], username: str) -> list[Request]:
         if request.verb == "patch" and code == 201:
             out.append(Request(request.group, request.resource, "create", request.namespace, request.name, code,
                                CREATED_BY_APPLY))
+    return out
+
+
+@dataclass(frozen=True)
+class CollectionRead:
+    """One list or watch request: what it read, where, and with which label selector ("" when none)."""
+
+    verb: str
+    resource: str
+    namespace: str | None
+    label_selector: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.resource} in {self.namespace or '(all namespaces)'} selector={self.label_selector!r}"
+
+
+def collection_reads(events: Iterable[Event], username: str, resources: Collection[str]) -> list[CollectionRead]:
+    """Every list and watch of `resources` (core or any group) by `username`, one per audit ID."""
+    by_id: dict[str, Event] = {}
+    for event in events:
+        ref = event.get("objectRef") or {}
+        if ((event.get("user") or {}).get("username") == username and event.get("verb") in ("list", "watch")
+                and ref.get("resource") in resources and not ref.get("subresource")):
+            by_id[event["auditID"]] = event
+    out = []
+    for event in by_id.values():
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(str(event.get("requestURI", ""))).query)
+        out.append(CollectionRead(event["verb"], event["objectRef"]["resource"], event["objectRef"].get("namespace"),
+                                  query.get("labelSelector", [""])[0]))
     return out
 
 

@@ -148,3 +148,7 @@ class ReconcileTimeout(TemporaryError):
 
     reason = "Timeout"
     delay = 30.0
+class Stopped(TemporaryError):
+    """This replica stopped acting (it lost the leader lease): the request or SQL job was not started."""
+
+    reason = "Stopped"

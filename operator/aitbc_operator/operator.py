@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import http.server
 import logging
+import os
+import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +16,8 @@ import kopf
 
 from . import metrics
 from . import settings as settings_mod
+from .builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
+from .builders.node_config import COMPONENT_NODE
 from .k8s.client import Kube, load_api_client
 from .k8s.lease import LeaderLock
 from .postgres import ServerPool
@@ -22,6 +26,23 @@ from .reconcilers.claims import ClaimBook
 log = logging.getLogger(__name__)
 
 FINALIZER = "aitbc.io/finalizer"
+
+#: Server-side label selectors of the built-in kinds the handlers watch. kopf lists and watches a kind cluster-wide (or
+#: in each watched namespace) for any handler on it and filters by the handlers' labels only afterwards, in memory;
+#: with these, only the operator's own children reach it, so unrelated Secrets and Pods (Helm releases, other
+#: workloads) cost no memory and no events. Each handler's own label filter implies its kind's selector (checked by
+#: tests/unit/test_operator_settings.py); admin and CA Secrets are read by name, never watched.
+WATCH_SELECTORS: dict[tuple[str, str] | tuple[str, str, str], dict[str, str]] = {
+    ("v1", "secrets"): {LABEL_MANAGED_BY: MANAGED_BY},
+    ("v1", "pods"): {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_NODE},
+    ("apps", "v1", "statefulsets"): {LABEL_MANAGED_BY: MANAGED_BY},
+    ("apps", "v1", "deployments"): {LABEL_MANAGED_BY: MANAGED_BY},
+}
+
+
+def label_selector(labels: dict[str, str]) -> str:
+    """The labels as a Kubernetes equality-based label selector (``k=v,k2=v2``)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> None:
@@ -36,6 +57,8 @@ def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> No
     settings.watching.client_timeout = int(cfg.watch_client_timeout)
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    for kind, labels in WATCH_SELECTORS.items():
+        settings.watching.label_selectors[kind] = label_selector(labels)
     # kopf counts an object's worker against the limit until it has idled for idle_timeout after its last event
     # (kopf's default: 5 s). With the default, 20 workers cap the operator at ~4 objects per second whatever the
     # handlers cost (measured: 200 new AitbcDatabases took 50 s, 4x the time their SQL needs); a short linger frees
@@ -56,7 +79,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     cfg = settings_mod.load()
     configure(settings, cfg)
     memo["settings"] = cfg
-    memo["kube"] = kube = Kube(load_api_client())
+    memo["kube"] = kube = Kube(load_api_client(connections=cfg.kube_client_threads), threads=cfg.kube_client_threads)
     memo["claims"] = ClaimBook(kube)
     memo["locks"] = {}
     memo["pg"] = ServerPool()
@@ -109,8 +132,66 @@ def standby_health_endpoint(port: int) -> Iterator[None]:
         thread.join(5)
 
 
+#: After losing the lease, kopf gets this long to stop before the process exits anyway. Its handlers can no longer
+#: start SQL or API calls (stop_acting); this bounds kopf's own last writes well within the lease duration minus the
+#: renew deadline, after which another replica may lead.
+LOST_EXIT_GRACE = 2.0
+
+
+def stop_acting(memo: kopf.Memo, why: str) -> None:
+    """Leadership lost (called from the renewal thread): from now on no SQL job, no SQL statement and no API request
+    of the handlers starts."""
+    pool: ServerPool | None = memo.get("pg")
+    if pool is not None:
+        pool.shutdown()
+    kube: Kube | None = memo.get("kube")
+    if kube is not None:
+        kube.fence(f"leadership lost ({why})")
+
+
+def _exit_now(why: str) -> None:
+    """Exit with status 2 at once: not waiting for the client's threads (a request may hang on a stalled apiserver)."""
+    log.error("stopped leading: %s; exiting so that this replica restarts as a candidate", why)
+    logging.shutdown()
+    os._exit(2)
+
+
+async def _operate(cfg: settings_mod.Settings, watched: tuple[str, ...], memo: kopf.Memo,
+                   lock: LeaderLock | None, lost: threading.Event) -> None:
+    """kopf until a signal, or (with a lock) until leadership is lost: then stop acting at once, kopf right after."""
+    # An asyncio.Event of kopf's own loop: kopf waits for thread-level flags in an executor thread, which would
+    # keep the process alive after a SIGTERM.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if lock is not None:
+
+        def on_lost(why: str) -> None:
+            stop_acting(memo, why)
+            lost.set()
+            log.error("leadership lost (%s): SQL and API calls stopped, kopf stopping", why)
+            loop.call_soon_threadsafe(stop.set)
+            late = f"kopf still stopping after {LOST_EXIT_GRACE:g} s"
+            watchdog = threading.Timer(LOST_EXIT_GRACE, _exit_now, (late,))
+            watchdog.daemon = True
+            watchdog.start()
+
+        lock.keep(on_lost)
+    await kopf.operator(
+        standalone=True,
+        clusterwide=not watched,
+        namespaces=watched,
+        # Given, not detected: kopf's default asks getpass.getuser(), which raises in a container whose uid has
+        # no /etc/passwd entry (65532 in our image; any uid under OpenShift) - the pod crash-looped at start.
+        identity=cfg.identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str, not exported
+        liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
+        stop_flag=stop,
+        memo=memo,
+    )
+
+
 def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: bool = False) -> int:
-    """Run the operator until it is stopped (SIGINT/SIGTERM) or loses leadership; returns the exit code."""
+    """Run the operator until it is stopped (SIGINT/SIGTERM; returns the exit code) or loses leadership (then the
+    process exits with status 2 within LOST_EXIT_GRACE seconds)."""
     from . import handlers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(
@@ -119,50 +200,28 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
     if not verbose:  # a line per kubelet probe of /healthz (every 10 s, twice) drowns what the operator did
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     cfg = settings_mod.load()
-    watched = namespaces or cfg.namespaces
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
-    lost = threading.Event()
     lock: LeaderLock | None = None
     if cfg.leader_election and not standalone:
-        lock = LeaderLock(
-            Kube(load_api_client()), cfg.leader_election_namespace, cfg.leader_election_name, cfg.identity
-        )
+        # Its own client, never queued behind the handlers' calls; no retries inside a request (urllib3 would try a
+        # timed-out request three more times, each with the whole timeout): the election retries on its own clock.
+        # The holder is this process, not just this pod: a restarted container is a new candidate that waits.
+        lock = LeaderLock(Kube(load_api_client(retries=0), threads=1), cfg.leader_election_namespace,
+                          cfg.leader_election_name, f"{cfg.identity}_{secrets.token_hex(4)}", timings=cfg.lease)
         log.info("waiting for the leader lease %s/%s", cfg.leader_election_namespace, cfg.leader_election_name)
         # A standby replica is alive: answer the probes until kopf (and its own endpoint) takes over the port.
         with standby_health_endpoint(cfg.health_port):
             if not lock.acquire():
                 return 1
-
-    async def operate() -> None:
-        # An asyncio.Event of kopf's own loop: kopf waits for thread-level flags in an executor thread, which would
-        # keep the process alive after a SIGTERM.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        if lock is not None:
-
-            def on_lost() -> None:
-                lost.set()
-                loop.call_soon_threadsafe(stop.set)
-
-            lock.keep(on_lost)
-        await kopf.operator(
-            standalone=True,
-            clusterwide=not watched,
-            namespaces=watched,
-            # Given, not detected: kopf's default asks getpass.getuser(), which raises in a container whose uid has
-            # no /etc/passwd entry (65532 in our image; any uid under OpenShift) - the pod crash-looped at start.
-            identity=cfg.identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str, not exported
-            liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
-            stop_flag=stop,
-        )
-
+    lost = threading.Event()
     try:
-        asyncio.run(operate())
+        asyncio.run(_operate(cfg, namespaces or cfg.namespaces, kopf.Memo(), lock, lost))
     finally:
         if lock is not None and not lost.is_set():
             lock.release()
     if lost.is_set():
-        log.error("leadership lost: exiting so that this replica restarts as a follower")
-        return 2
+        _exit_now("kopf stopped")
+    if lock is not None:
+        log.info("stopped leading: lease released")
     return 0

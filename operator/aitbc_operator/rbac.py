@@ -98,7 +98,9 @@ APPLICATION = Role(
              " OwnerReferencesPermissionEnforcement admission plugin is enabled)."),
         Rule(("",), ("secrets",), ("get", "list", "watch", "create", "patch"),
              "Write the connection Secrets; read the admin and CA Secrets an AitbcDatabase references and the"
-             " connection Secret an AitbcNode's mempool uses. Never deleted: a Secret outlives its database (Retain)."),
+             " connection Secret an AitbcNode's mempool uses (by name). Listed and watched only with the label"
+             " selector app.kubernetes.io/managed-by=aitbc-operator (RBAC cannot limit list/watch by label)."
+             " Never deleted: a Secret outlives its database (Retain)."),
         Rule(("",), ("configmaps", "services", "persistentvolumeclaims"), _APPLIED,
              "An AitbcNode's environment ConfigMaps, node and RPC Services and chain volume claim (read, then applied"
              " when they differ). Never deleted: garbage collection removes them with their owner; the claim is kept."),

@@ -26,8 +26,38 @@ def _env_nonnegative(name: str, default: float) -> float:
     return value
 
 
+def _env_positive_int(name: str, default: int) -> int:
+    value = _env_float(name, default)
+    if value < 1 or value != int(value):
+        raise ValueError(f"{name}={value:g} must be a whole number of at least 1")
+    return int(value)
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     return tuple(p for p in (s.strip() for s in os.environ.get(name, "").split(",")) if p)
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    """Leader election's durations, in seconds (client-go's names and defaults; k8s/lease.py explains them)."""
+
+    #: How long a candidate waits without seeing the lease record change before it takes over.
+    lease_duration: float = 15.0
+    #: How long the leader keeps acting without a successful renewal (counted from the start of the last one).
+    renew_deadline: float = 10.0
+    #: Between two renewals of the leader, and two attempts of a candidate.
+    retry_period: float = 2.0
+    #: Each request of the election, at most (and never past the renew deadline).
+    request_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise ValueError(
+                f"leader election needs AITBC_LEASE_DURATION ({self.lease_duration:g}) > AITBC_LEASE_RENEW_DEADLINE "
+                f"({self.renew_deadline:g}) > AITBC_LEASE_RETRY_PERIOD ({self.retry_period:g}) > 0")
+        if not 0 < self.request_timeout < self.renew_deadline:
+            raise ValueError(f"AITBC_LEASE_REQUEST_TIMEOUT ({self.request_timeout:g}) must be above 0 and below "
+                             f"AITBC_LEASE_RENEW_DEADLINE ({self.renew_deadline:g})")
 
 
 @dataclass(frozen=True)
@@ -59,6 +89,11 @@ class Settings:
     #: Namespace and name of that Lease (the operator's own namespace, from the downward API).
     leader_election_namespace: str = "aitbc-system"
     leader_election_name: str = "aitbc-operator-leader"
+    #: Durations of the leader election (AITBC_LEASE_DURATION, AITBC_LEASE_RENEW_DEADLINE, AITBC_LEASE_RETRY_PERIOD,
+    #: AITBC_LEASE_REQUEST_TIMEOUT).
+    lease: LeaseTimings = field(default_factory=LeaseTimings)
+    #: Threads (and pooled connections) of the Kubernetes API client, shared by all handlers; no other work runs there.
+    kube_client_threads: int = 8
     #: This replica's identity in the Lease (the pod name).
     identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "aitbc-operator"))
     #: What an AitbcNode may ask of a Kubernetes node (AITBC_NODE_HOSTPATH_PREFIXES, AITBC_NODE_ALLOW_PRIVILEGED,
@@ -83,6 +118,13 @@ def load() -> Settings:
         leader_election=os.environ.get("AITBC_LEADER_ELECTION", "true").lower() not in ("0", "false", "no"),
         leader_election_namespace=os.environ.get("POD_NAMESPACE", default.leader_election_namespace),
         leader_election_name=os.environ.get("AITBC_LEADER_ELECTION_NAME", default.leader_election_name),
+        lease=LeaseTimings(
+            lease_duration=_env_float("AITBC_LEASE_DURATION", default.lease.lease_duration),
+            renew_deadline=_env_float("AITBC_LEASE_RENEW_DEADLINE", default.lease.renew_deadline),
+            retry_period=_env_float("AITBC_LEASE_RETRY_PERIOD", default.lease.retry_period),
+            request_timeout=_env_float("AITBC_LEASE_REQUEST_TIMEOUT", default.lease.request_timeout),
+        ),
+        kube_client_threads=_env_positive_int("AITBC_KUBE_CLIENT_THREADS", default.kube_client_threads),
         identity=os.environ.get("POD_NAME") or default.identity,
         node_policy=NodePolicy.from_env(os.environ),
     )

@@ -380,6 +380,16 @@ def test_the_operator_uses_exactly_its_rbac_and_serves_its_metrics(
     discovery = re.compile(r"^/(version|api|apis|api/v1|apis/[^/]+(/[^/]+)?)$")
     assert {p for p in audit.non_resource_paths(events, USER) if not discovery.match(p)} == set()
 
+    # (c) Bounded watches: every list and watch of a built-in kind the handlers watch selects the operator's children
+    # (kopf's, by the managed-by label; the reconcilers' own, by a node's pod labels), so unrelated objects never
+    # reach the operator. Admin Secrets are read by name (get), never listed.
+    reads = audit.collection_reads(events, USER, {"secrets", "pods", "statefulsets", "deployments"})
+    assert {(r.verb, r.resource) for r in reads} >= {(v, k) for v in ("list", "watch")
+                                                     for k in ("secrets", "pods", "statefulsets", "deployments")}
+    ours = re.compile(r"(^|,)(app\.kubernetes\.io/managed-by=aitbc-operator|aitbc\.io/owner=[^,]+)(,|$)")
+    unbounded = [r for r in reads if not ours.search(r.label_selector)]
+    assert not unbounded, "lists/watches without the operator's label selector:\n" + "\n".join(map(str, unbounded))
+
     # The operator's own write counter agrees with the apiserver's record of the children it applied.
     for resource in ("configmaps", "services", "statefulsets", "deployments", "persistentvolumeclaims"):
         audited = sum(1 for r in requests if r.resource == resource and r.verb == "patch" and not r.derived)

@@ -95,3 +95,19 @@ def test_read_events_includes_rotated_files(tmp_path: Path) -> None:
     (tmp_path / "audit-2026-01-01T00-00-00.000.log").write_text(json.dumps(event("get", "pods")) + "\n")
     (tmp_path / "audit.log").write_text(json.dumps(event("list", "pods")) + "\n\n")
     assert [e["verb"] for e in audit.read_events(tmp_path / "audit.log")] == ["get", "list"]
+
+
+def test_collection_reads_carry_their_label_selector() -> None:
+    selected = "/api/v1/secrets?labelSelector=app.kubernetes.io%2Fmanaged-by%3Daitbc-operator&watch=true"
+    events = [
+        {**event("watch", "secrets", namespace=None, audit_id="w"), "requestURI": selected},
+        {**event("list", "pods", audit_id="l"), "requestURI": "/api/v1/namespaces/apps/pods?limit=500"},
+        event("get", "secrets", name="postgres-admin"),
+        event("list", "configmaps", audit_id="c"),
+        event("list", "pods", user="someone-else", audit_id="x"),
+    ]
+    reads = audit.collection_reads(events, USER, {"secrets", "pods"})
+    assert sorted(map(str, reads)) == [
+        "list pods in apps selector=''",
+        "watch secrets in (all namespaces) selector='app.kubernetes.io/managed-by=aitbc-operator'",
+    ]

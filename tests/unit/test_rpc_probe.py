@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aitbc_operator.reconcilers.rpc_probe import Height, head_heights
+from aitbc_operator.reconcilers.rpc_probe import TIMEOUT_SECONDS, Height, head_heights
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -62,3 +62,21 @@ def test_a_redirect_is_not_followed() -> None:
         assert asyncio.run(head_heights(rpc, ["ait-mainnet"])) == {"ait-mainnet": Height(None, "redirect refused")}
     assert seen == ["/rpc/head?chain_id=ait-mainnet"]
     assert visited == []
+
+
+def test_a_silent_rpc_times_out_and_a_closed_port_is_unreachable() -> None:
+    """A server that accepts but never answers costs the probe's timeout, not more; nothing listening: unreachable."""
+    import socket
+    import time
+
+    with socket.socket() as silent, socket.socket() as closed:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        began = time.monotonic()
+        heights = asyncio.run(head_heights(f"http://127.0.0.1:{silent.getsockname()[1]}", ["a", "b"]))
+        took = time.monotonic() - began
+        assert heights == {"a": Height(None, "timeout"), "b": Height(None, "timeout")}
+        assert took < 3 * TIMEOUT_SECONDS  # concurrent, each bounded
+        refused = asyncio.run(head_heights(f"http://127.0.0.1:{closed.getsockname()[1]}", ["a"]))
+        assert refused == {"a": Height(None, "unreachable")}

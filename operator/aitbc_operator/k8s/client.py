@@ -2,7 +2,8 @@
 
 A thin, typed layer over the official client's transport (configuration, auth, TLS): objects are plain dicts,
 writes are server-side apply with one field manager, and every `ApiException` is converted once into the
-operator's errors (see errors.py). Calls run in a thread so kopf's event loop is never blocked.
+operator's errors (see errors.py). Calls run on the client's own thread pool (sized by AITBC_KUBE_CLIENT_THREADS,
+with as many pooled connections), so kopf's event loop is never blocked and no other work competes for those threads.
 Writes that would change nothing are skipped (`apply_if_changed`, `patch_status`), so a steady cluster sees no writes.
 """
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import urllib3
@@ -61,9 +64,16 @@ def carries_fingerprint(manifest: Mapping[str, Any], live: Mapping[str, Any] | N
     return live is not None and annotations.get(ANNOTATION_APPLIED) == _digest(manifest)
 
 
-def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
-    """An ApiClient from in-cluster config, else from the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+def load_api_client(
+    kubeconfig: str | None = None, *, connections: int | None = None, retries: int | None = None
+) -> k8s_client.ApiClient:
+    """An ApiClient from in-cluster config, else from the kubeconfig (KUBECONFIG or ~/.kube/config), keeping up to
+    ``connections`` connections open (the client's default: 5 per CPU) and retrying a failed request ``retries``
+    times within the call (urllib3's default: 3; each try has the whole timeout)."""
     configuration = k8s_client.Configuration()
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
+    configuration.retries = retries
     if kubeconfig is None:
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
@@ -97,9 +107,11 @@ def _convert(exc: ApiException, what: str) -> errors.OperatorError:
 class Kube:
     """Async facade over the Kubernetes API. Made once at startup (kopf memo), closed at cleanup."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, *, request_timeout: float = 30.0) -> None:
+    def __init__(self, api_client: k8s_client.ApiClient, *, request_timeout: float = 30.0, threads: int = 8) -> None:
         self._api = api_client
         self._timeout = request_timeout
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="kube-api")
+        self._fenced: str | None = None
         #: Requests made, by HTTP verb: tests and benchmarks assert on writes.
         self.calls: Counter[str] = Counter()
 
@@ -109,8 +121,13 @@ class Kube:
         return sum(n for verb, n in self.calls.items() if verb != "GET")
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the threads and the connection pool."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self._api.close()
+
+    def fence(self, why: str) -> None:
+        """From now on refuse every request (any thread may call it): this replica stopped leading."""
+        self._fenced = why
 
     # --- transport ----------------------------------------------------------------------------------------------------
 
@@ -122,8 +139,12 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """One API request, blocking; raises the operator's errors. (Async code uses `request`.)"""
+        """One API request, blocking, within ``timeout`` seconds (default: the client's); raises the operator's errors.
+        (Async code uses `request`.)"""
+        if self._fenced is not None:
+            raise errors.Stopped(f"{method} {path}: not sent, {self._fenced}")
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -136,7 +157,8 @@ class Kube:
             metrics.KUBE_WRITES.labels(method, resource_of(path)).inc()
         try:
             response = self._api.call_api(
-                method_, url, header_params=header_params, body=body_, post_params=post, _request_timeout=self._timeout
+                method_, url, header_params=header_params, body=body_, post_params=post,
+                _request_timeout=self._timeout if timeout is None else timeout,
             )
         except urllib3.exceptions.HTTPError as exc:
             raise errors.ApiUnavailable(f"{method} {path}: {exc}") from exc
@@ -154,10 +176,9 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
     ) -> Any:
-        """One API request, off the event loop; raises the operator's errors."""
-        return await asyncio.to_thread(
-            self.request_sync, method, path, query=query, body=body, content_type=content_type
-        )
+        """One API request, on the client's threads; raises the operator's errors."""
+        call = functools.partial(self.request_sync, method, path, query=query, body=body, content_type=content_type)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     # --- reads --------------------------------------------------------------------------------------------------------
 

@@ -1,9 +1,23 @@
-"""A Lease-based leader lock (coordination.k8s.io/v1), so that of several replicas only one reconciles.
+"""A Lease-based leader lock (coordination.k8s.io/v1) with client-go's semantics, so that of several replicas only one
+reconciles.
 
-The operator acquires the lock before kopf starts, renews it from a background thread, and stops kopf (then exits,
-to be restarted as a follower) as soon as a renewal fails for longer than the lease duration. This is the same
-protocol as client-go's leaderelection: holderIdentity + renewTime + leaseDurationSeconds, updated with
-optimistic concurrency (resourceVersion), so two replicas can never both believe they hold it.
+- A candidate never compares the holder's ``renewTime`` with its own clock (clocks of two machines differ). It records
+  when it last saw the lease record change (*observed time*, on its monotonic clock) and takes the lease over only
+  after the record's ``leaseDurationSeconds`` passed without a change, or at once when nobody holds it.
+- The leader renews every ``retry_period``; each request times out after ``request_timeout`` and never runs past the
+  renew deadline. When no renewal succeeded within ``renew_deadline`` of the start of the last successful one, or the
+  lease shows another holder, it has lost: ``on_lost`` runs at once, from the renewal thread. Since a candidate's
+  observed time is later than the start of that renewal, it waits at least ``lease_duration - renew_deadline`` longer
+  than the old leader acted.
+- Writes use optimistic concurrency (the resourceVersion read), so two replicas never both succeed in taking it.
+- A replica that stops gracefully releases the lease (empty holder), and a candidate takes it at its next try.
+
+``renewTime`` and ``acquireTime`` are written (from the wall clock, :func:`wall_clock`) for people and tools reading the
+Lease; no decision uses them.
+
+Own code rather than the official client's ``kubernetes.leaderelection``: its requests have no timeout (a renewal
+against a stalled apiserver blocks for ever, so its renew deadline never fires), it waits in ``time.sleep`` (a standby
+cannot be stopped), never releases the lease on stop and measures observed time on the wall clock.
 """
 
 from __future__ import annotations
@@ -12,31 +26,50 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import errors
+from ..settings import LeaseTimings
 from .client import Kube
 
 log = logging.getLogger(__name__)
 
 
-def _now() -> datetime:
+def wall_clock() -> datetime:
+    """The time written into renewTime/acquireTime (informational only)."""
     return datetime.now(UTC)
 
 
 def _fmt(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(ts: str | None) -> datetime | None:
-    if not ts:
-        return None
-    return datetime.strptime(ts.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
+@dataclass(frozen=True)
+class Record:
+    """What a candidate compares to notice a change: the lease record as the holder last wrote it."""
+
+    holder: str
+    duration: int
+    acquired: str | None
+    renewed: str | None
+    transitions: int
+
+    @classmethod
+    def of(cls, lease: dict[str, Any]) -> Record:
+        """The record of a Lease object."""
+        spec = lease.get("spec") or {}
+        return cls(spec.get("holderIdentity") or "", int(spec.get("leaseDurationSeconds") or 0),
+                   spec.get("acquireTime"), spec.get("renewTime"), int(spec.get("leaseTransitions") or 0))
+
+
+class LeaseLost(Exception):
+    """Another replica holds the lease."""
 
 
 class LeaderLock:
-    """Hold `namespace/name` Lease as `identity`."""
+    """Hold the ``namespace/name`` Lease as ``identity``."""
 
     def __init__(
         self,
@@ -45,105 +78,145 @@ class LeaderLock:
         name: str,
         identity: str,
         *,
-        lease_seconds: int = 15,
-        renew_seconds: float = 5.0,
-        clock: Callable[[], datetime] = _now,
+        timings: LeaseTimings | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
-        self.lease_seconds, self.renew_seconds, self.clock = lease_seconds, renew_seconds, clock
+        self.timings = timings or LeaseTimings()
+        self.monotonic = monotonic
         self._stop = threading.Event()
+        self._observed: Record | None = None
+        self._observed_at = 0.0
+        #: Monotonic start of the last successful acquisition or renewal (the renew deadline counts from there).
+        self.renewed_at = 0.0
 
     @property
     def path(self) -> str:
         """REST path of the Lease."""
         return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
 
-    def try_acquire(self) -> bool:
-        """One attempt to acquire or renew; True when we hold the lease afterwards."""
-        now = self.clock()
+    def _request(self, method: str, path: str, deadline: float | None, body: Any = None) -> Any:
+        timeout = self.timings.request_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - self.monotonic())
+            if timeout <= 0:
+                raise errors.ApiUnavailable(f"{method} {path}: renew deadline reached")
+        return self.kube.request_sync(method, path, body=body, content_type="application/json" if body else None,
+                                      timeout=timeout)
+
+    def _observe(self, record: Record) -> None:
+        if record != self._observed:
+            self._observed, self._observed_at = record, self.monotonic()
+
+    def try_acquire_or_renew(self, deadline: float | None = None) -> bool:
+        """One attempt to take the lease (``deadline`` None) or to renew it (``deadline``: monotonic, bounding each
+        request); True when we hold it afterwards, False on a write conflict.
+
+        Raises LeaseLost when another replica holds it: for a candidate, one whose record changed within its duration
+        (as observed here); for the leader, any other holder. The operator's errors when the API cannot be reached.
+        """
+        started = self.monotonic()
         try:
-            lease: dict[str, Any] = self.kube.request_sync("GET", self.path)
+            lease: dict[str, Any] = self._request("GET", self.path, deadline)
         except errors.NotFound:
-            body = {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": self._spec(now, transitions=0, acquired=now),
-            }
-            try:
-                self.kube.request_sync(
-                    "POST", self.path.rsplit("/", 1)[0], body=body, content_type="application/json"
-                )
-            except errors.ApiConflict:
-                return False
-            return True
-        spec = lease.get("spec") or {}
-        holder = spec.get("holderIdentity")
-        renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
-        duration = int(spec.get("leaseDurationSeconds") or self.lease_seconds)
-        expired = renewed is None or now - renewed > timedelta(seconds=duration)
-        if holder not in (None, "", self.identity) and not expired:
-            return False
-        transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
-        acquired = _parse(spec.get("acquireTime")) if holder == self.identity else now
-        lease["spec"] = self._spec(now, transitions=transitions, acquired=acquired or now)
+            if deadline is not None:
+                raise LeaseLost("deleted") from None
+            return self._create(started)
+        old = Record.of(lease)
+        self._observe(old)
+        if deadline is not None and old.holder != self.identity:
+            raise LeaseLost(f"held by {old.holder or 'nobody'}")
+        if old.holder not in ("", self.identity) and self.monotonic() < self._observed_at + old.duration:
+            raise LeaseLost(f"held by {old.holder}")
+        now = _fmt(wall_clock())
+        ours = old.holder == self.identity
+        lease["spec"] = self._spec(now, acquired=old.acquired if ours and old.acquired else now,
+                                   transitions=old.transitions + (0 if ours else 1))
         try:
-            self.kube.request_sync("PUT", self.path, body=lease, content_type="application/json")
+            self._request("PUT", self.path, deadline, body=lease)
         except errors.ApiConflict:
             return False
+        self._observe(Record.of(lease))
+        self.renewed_at = started
         return True
 
-    def _spec(self, now: datetime, *, transitions: int, acquired: datetime) -> dict[str, Any]:
+    def _create(self, started: float) -> bool:
+        now = _fmt(wall_clock())
+        body = {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": self._spec(now, acquired=now, transitions=0),
+        }
+        try:
+            self._request("POST", self.path.rsplit("/", 1)[0], None, body=body)
+        except errors.ApiConflict:
+            return False
+        self._observe(Record.of(body))
+        self.renewed_at = started
+        return True
+
+    def _spec(self, now: str, *, acquired: str, transitions: int) -> dict[str, Any]:
         return {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.lease_seconds,
-            "acquireTime": _fmt(acquired),
-            "renewTime": _fmt(now),
+            "leaseDurationSeconds": int(self.timings.lease_duration),
+            "acquireTime": acquired,
+            "renewTime": now,
             "leaseTransitions": transitions,
         }
 
     def acquire(self, *, stop: threading.Event | None = None) -> bool:
-        """Block until the lease is ours (True) or `stop` is set (False)."""
+        """Block until the lease is ours (True) or ``stop`` is set (False)."""
         stop = stop or self._stop
         while not stop.is_set():
             try:
-                if self.try_acquire():
-                    log.info("leader lease %s/%s acquired by %s", self.namespace, self.name, self.identity)
+                if self.try_acquire_or_renew():
+                    log.info("leading: lease %s/%s acquired by %s", self.namespace, self.name, self.identity)
                     return True
+            except LeaseLost as exc:
+                log.debug("lease %s/%s %s", self.namespace, self.name, exc)
             except errors.OperatorError as exc:
                 log.warning("leader lease %s/%s: %s", self.namespace, self.name, exc)
-            stop.wait(self.renew_seconds)
+            stop.wait(self.timings.retry_period)
         return False
 
-    def keep(self, on_lost: Callable[[], None]) -> threading.Thread:
-        """Renew in a daemon thread; call `on_lost` once when the lease cannot be renewed in time."""
+    def renew(self) -> str | None:
+        """Renew, retrying until the renew deadline of the last success; why leadership is lost, else None (renewed,
+        or asked to stop)."""
+        deadline = self.renewed_at + self.timings.renew_deadline
+        while deadline - self.monotonic() > 0:
+            try:
+                if self.try_acquire_or_renew(deadline):
+                    return None
+            except LeaseLost as exc:
+                return f"lease {exc}"
+            except errors.OperatorError as exc:
+                log.warning("leader lease renewal failed: %s", exc)
+            if self._stop.wait(min(self.timings.retry_period, max(0.0, deadline - self.monotonic()))):
+                return None
+        return f"not renewed within {self.timings.renew_deadline:g} s"
+
+    def keep(self, on_lost: Callable[[str], None]) -> threading.Thread:
+        """Renew in a daemon thread every retry period; call ``on_lost(why)`` once, at once, when leadership is lost."""
 
         def loop() -> None:
-            last_ok = time.monotonic()
-            while not self._stop.wait(self.renew_seconds):
-                try:
-                    if self.try_acquire():
-                        last_ok = time.monotonic()
-                        continue
-                    log.error("leader lease %s/%s taken over by another replica", self.namespace, self.name)
-                except errors.OperatorError as exc:
-                    log.warning("leader lease renewal failed: %s", exc)
-                    if time.monotonic() - last_ok < self.lease_seconds - self.renew_seconds:
-                        continue
-                on_lost()
-                return
+            while not self._stop.wait(self.timings.retry_period):
+                why = self.renew()
+                if why is not None and not self._stop.is_set():
+                    on_lost(why)
+                    return
 
         thread = threading.Thread(target=loop, name="leader-lease", daemon=True)
         thread.start()
         return thread
 
     def release(self) -> None:
-        """Stop renewing and give the lease up (so a follower takes over at once)."""
+        """Stop renewing and give the lease up (so a candidate takes over at its next try)."""
         self._stop.set()
         try:
-            lease: dict[str, Any] = self.kube.request_sync("GET", self.path)
+            lease: dict[str, Any] = self._request("GET", self.path, None)
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["holderIdentity"] = None
-                lease["spec"]["renewTime"] = None
-                self.kube.request_sync("PUT", self.path, body=lease, content_type="application/json")
+                now = _fmt(wall_clock())
+                lease["spec"].update(holderIdentity=None, leaseDurationSeconds=1, renewTime=now)
+                self._request("PUT", self.path, None, body=lease)
         except errors.OperatorError as exc:
             log.warning("could not release leader lease: %s", exc)

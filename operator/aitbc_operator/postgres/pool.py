@@ -23,6 +23,8 @@ re-opens the breaker. So a blackholed server costs one connect timeout per cool-
 bounded: while no connection is open, only the job opening it waits, any other is refused at once (ServerConnecting,
 retried a second later: a healthy server connects in milliseconds, a dead one would hold every waiting caller for the
 whole connect timeout); with a connection, at most ``MAX_QUEUED`` jobs wait (more: ServerBusy).
+``shutdown()`` (leadership lost, from any thread) stops the pool at once: no job and no statement starts after it;
+queued and new jobs fail with ``Stopped``, a running job fails at its next statement.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from ..errors import ServerBusy, ServerConnecting, ServerUnreachable
+from ..errors import ServerBusy, ServerConnecting, ServerUnreachable, Stopped
 from .conninfo import ADMIN_OPTIONS, AdminConnInfo
 from .translate import translate, translate_connect_error
 
@@ -101,6 +103,7 @@ class Session:
 
     def _execute(self, statement: Query, params: Params, *, doing: str, fetch: bool) -> list[Row]:
         while True:
+            self._worker.check_running(doing)
             conn = self._worker.connection()
             self._worker.stats.statements += 1
             try:
@@ -180,9 +183,11 @@ class _Breaker:
 class _Worker:
     """The thread that owns one server's admin connection and runs its jobs in order."""
 
-    def __init__(self, info: AdminConnInfo, stats: StatementStats, breaker: _Breaker) -> None:
+    def __init__(self, info: AdminConnInfo, stats: StatementStats, breaker: _Breaker,
+                 stopped: threading.Event) -> None:
         self.info = info
         self.stats = stats
+        self.stopped = stopped
         self.conn: Connection | None = None
         self.breaker = breaker
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -226,6 +231,11 @@ class _Worker:
     def stop(self) -> None:
         self._jobs.put(None)
 
+    def check_running(self, doing: str) -> None:
+        """Raise Stopped once the pool was shut down."""
+        if self.stopped.is_set():
+            raise Stopped(f"{doing}: not started, the operator stopped acting")
+
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -262,6 +272,7 @@ class _Worker:
                 result: Any = None
                 error: Exception | None = None
                 try:
+                    self.check_running("SQL job")
                     result = self._run(job)
                 except Exception as exc:  # handed to the caller, whatever it is
                     error = exc
@@ -326,6 +337,7 @@ class ServerPool:
         self._workers: dict[ServerKey, _Worker] = {}
         self._lock = threading.Lock()
         self._breaker_cooldown = breaker_cooldown
+        self._stopped = threading.Event()
         self.stats = StatementStats()
 
     async def run(self, info: AdminConnInfo, work: Callable[[Session], T]) -> T:
@@ -338,18 +350,29 @@ class ServerPool:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._lock:
+        with self._lock:  # a job is queued before shutdown()'s stop request, or refused
+            if self._stopped.is_set():
+                raise Stopped(f"SQL job on {info.describe()}: not started, the operator stopped acting")
             worker = self._workers.get(info.server_key)
             if worker is None:
-                worker = self._workers[info.server_key] = _Worker(info, self.stats,
-                                                                  _Breaker(self._breaker_cooldown))
-        trial = worker.breaker.admit()
-        try:
-            worker.submit(_Job(info, work, loop, future, trial))
-        except (ServerBusy, ServerConnecting):
-            worker.breaker.abandon(trial=trial)
-            raise
+                worker = self._workers[info.server_key] = _Worker(
+                    info, self.stats, _Breaker(self._breaker_cooldown), self._stopped)
+            trial = worker.breaker.admit()
+            try:
+                worker.submit(_Job(info, work, loop, future, trial))
+            except (ServerBusy, ServerConnecting):
+                worker.breaker.abandon(trial=trial)
+                raise
         return await future
+
+    def shutdown(self) -> None:
+        """Stop at once (from any thread): no job or statement starts after this; queued and new jobs fail with
+        Stopped. The workers end after their current statement and close their connections."""
+        with self._lock:
+            self._stopped.set()
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.stop()
 
     async def aclose(self) -> None:
         """Stop every worker after its queued jobs and close its connection (operator cleanup)."""

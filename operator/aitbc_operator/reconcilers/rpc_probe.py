@@ -3,28 +3,21 @@
 Failures are only noted, as a short stable category (so a node whose RPC stays unreachable causes no status churn).
 Redirects are never followed: the RPC pod is the AitbcNode author's code, and a redirect would make the operator
 request whatever URL it names (an SSRF from inside the cluster, with the operator's network position).
+Asynchronous (aiohttp, kopf's own HTTP stack): probes take no thread, so a slow RPC never holds one the Kubernetes
+API client needs; proxy variables of the environment are not used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
+import aiohttp
+
 TIMEOUT_SECONDS = 1.5
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Answers a 3xx with the error itself instead of a request to the new location."""
-
-    def redirect_request(self, *_: object, **__: object) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
+MAX_BODY = 65536
 
 
 @dataclass(frozen=True)
@@ -35,19 +28,20 @@ class Height:
     error: str | None
 
 
-def _fetch(base_url: str, chain: str) -> Height:
+async def _fetch(session: aiohttp.ClientSession, base_url: str, chain: str) -> Height:
     url = f"{base_url}/rpc/head?{urllib.parse.urlencode({'chain_id': chain})}"
     if not url.startswith(("http://", "https://")):
         return Height(None, "bad url")
     try:
-        with _OPENER.open(url, timeout=TIMEOUT_SECONDS) as response:
-            payload = json.loads(response.read(65536))
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return Height(None, "redirect refused" if 300 <= exc.code < 400 else f"HTTP {exc.code}")
+        async with session.get(url, allow_redirects=False) as response:
+            if 300 <= response.status < 400:
+                return Height(None, "redirect refused")
+            if response.status >= 400:
+                return Height(None, f"HTTP {response.status}")
+            payload = json.loads(await response.content.read(MAX_BODY))
     except TimeoutError:
         return Height(None, "timeout")
-    except (OSError, urllib.error.URLError, ConnectionError):
+    except (aiohttp.ClientError, OSError):
         return Height(None, "unreachable")
     except ValueError:
         return Height(None, "bad response")
@@ -58,6 +52,8 @@ def _fetch(base_url: str, chain: str) -> Height:
 
 
 async def head_heights(base_url: str, chains: list[str]) -> dict[str, Height]:
-    """Heights of all chains, fetched concurrently in threads."""
-    results = await asyncio.gather(*(asyncio.to_thread(_fetch, base_url, c) for c in chains))
+    """Heights of all chains, fetched concurrently."""
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+        results = await asyncio.gather(*(_fetch(session, base_url, c) for c in chains))
     return dict(zip(chains, results, strict=True))
