@@ -155,8 +155,8 @@ class RealNode:
         """Start containerd, import the images, start kubelet and kube-proxy, wait until the Node is Ready."""
         if os.geteuid() != 0:
             raise ClusterError("a real node needs root (containerd, kubelet, iptables, cgroups)")
-        began = time.monotonic()
         self._claim_host()
+        began = time.monotonic()  # after the wait for the host: the timeout is for starting, not for queueing
         try:
             self._prepare()
             self._start_containerd()
