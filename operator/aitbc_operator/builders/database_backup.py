@@ -45,13 +45,18 @@ CRONJOB_NAME_MAX = 52
 JOB_NAME_MAX = 63
 
 DUMP_SCRIPT = r"""set -u
-dir=/backup
+dir=${AITBC_DIR:-/backup}
 tmp=${TMPDIR:-/tmp}
+out=${AITBC_REPORT:-/dev/termination-log}
 clean() { tr '\n\t\r' '   ' | tr -cd '[:print:]' | tr -d '"\\' | cut -c1-400; }
-report() { printf '%s' "$1" > /dev/termination-log 2>/dev/null; printf '%s\n' "$1"; }
+report() { printf '%s' "$1" > "$out" 2>/dev/null; printf '%s\n' "$1"; }
 fail() {
-  report "{\"ok\":false,\"action\":\"$AITBC_ACTION\",\"error\":\"$(printf '%s' "$1" | clean)\"}"
+  report "$(printf '{"ok":false,"action":"%s","error":"%s"}' "$AITBC_ACTION" "$(printf '%s' "$1" | clean)")"
   exit 1
+}
+done_ok() {
+  report "$(printf '{"ok":true,"action":"%s","file":"%s","sizeBytes":%s,"entries":%s,"removed":%s,"pgDumpMajor":%s}' \
+    "$AITBC_ACTION" "$1" "$size" "$entries" "${removed:-0}" "$major")"
 }
 checked() {
   [ -f "$dir/$1" ] || fail "dump $1 not found in the backup volume"
@@ -64,7 +69,7 @@ checked() {
 major=$(pg_dump --version | sed -n 's/^pg_dump (PostgreSQL) \([0-9][0-9]*\).*/\1/p')
 [ -n "$major" ] || fail "cannot tell the version of pg_dump: $(pg_dump --version 2>&1)"
 [ "$major" -ge "$AITBC_SERVER_MAJOR" ] \
-  || fail "pg_dump $major is older than the server (PostgreSQL $AITBC_SERVER_MAJOR): use an image of that major or newer"
+  || fail "pg_dump $major is older than the server (PostgreSQL $AITBC_SERVER_MAJOR): use an image of that major"
 case "$AITBC_ACTION" in
 dump)
   file="$AITBC_PREFIX-$(date -u +%Y%m%dT%H%M%SZ).dump"
@@ -79,17 +84,17 @@ dump)
       rm -f "$dir/$old" && removed=$((removed + 1))
     done
   fi
-  report "{\"ok\":true,\"action\":\"dump\",\"file\":\"$file\",\"sizeBytes\":$size,\"entries\":$entries,\"removed\":$removed,\"pgDumpMajor\":$major}"
+  done_ok "$file"
   ;;
 verify)
   checked "$AITBC_FILE"
-  report "{\"ok\":true,\"action\":\"verify\",\"file\":\"$AITBC_FILE\",\"sizeBytes\":$size,\"entries\":$entries,\"pgDumpMajor\":$major}"
+  done_ok "$AITBC_FILE"
   ;;
 restore)
   checked "$AITBC_FILE"
   pg_restore --clean --if-exists --no-owner --single-transaction --dbname="$PGDATABASE" "$dir/$AITBC_FILE" \
     2> "$tmp/err" || fail "pg_restore (nothing was changed: one transaction): $(tail -c 300 "$tmp/err")"
-  report "{\"ok\":true,\"action\":\"restore\",\"file\":\"$AITBC_FILE\",\"sizeBytes\":$size,\"entries\":$entries,\"pgDumpMajor\":$major}"
+  done_ok "$AITBC_FILE"
   ;;
 *) fail "unknown action $AITBC_ACTION" ;;
 esac
@@ -145,7 +150,7 @@ def _env(spec: AitbcDatabaseSpec, secret: str, *, action: str, server_major_: in
            {"name": "AITBC_DATABASE", "value": spec.effective_database_name},
            {"name": "AITBC_PREFIX", "value": prefix},
            {"name": "AITBC_KEEP", "value": str(keep)},
-           {"name": "TMPDIR", "value": "/tmp"}]
+           {"name": "TMPDIR", "value": "/tmp"}]  # noqa: S108 (the pod's own emptyDir)
     if file is not None:
         env.append({"name": "AITBC_FILE", "value": file})
     if ca:
@@ -163,7 +168,8 @@ def dump_pod_template(owner: Mapping[str, Any], spec: AitbcDatabaseSpec, *, comp
     meta = child_metadata(owner, "unused", component, labels=labels, owned=False)
     meta.pop("name")
     meta.pop("namespace")
-    mounts: list[dict[str, Any]] = [{"name": "backup", "mountPath": BACKUP_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "backup", "mountPath": BACKUP_DIR},
+                                    {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 (an emptyDir)
     volumes: list[dict[str, Any]] = [
         {"name": "backup", "persistentVolumeClaim": {"claimName": spec.backup.claim_name}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},

@@ -282,7 +282,8 @@ class ConsumerKind(StrEnum):
     STATEFULSET = "StatefulSet"
 
 
-LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 
 
@@ -488,7 +489,8 @@ class AitbcDatabaseSpec(Spec):
                 field_path=".roleName",
             ),
             cel(
-                _optional("self", "readOnly", "roleName", "''") + " == " + _optional("oldSelf", "readOnly", "roleName", "''"),
+                _optional("self", "readOnly", "roleName", "''") + " == "
+                + _optional("oldSelf", "readOnly", "roleName", "''"),
                 "readOnly.roleName is immutable",
                 field_path=".readOnly.roleName",
             ),
@@ -584,6 +586,8 @@ class ConsumerStatus(Status):
     """The Secret hash stamped on its pod template."""
     current: bool = False
     """Every pod runs the template with the current Secret hash (the rollout is complete)."""
+    found: bool = True
+    """The workload exists (a named consumer may not)."""
 
 
 class RotationPhase(StrEnum):
@@ -663,8 +667,11 @@ class HeldReplicas(Status):
     """A consumer scaled to zero for a restore, and the replicas it gets back."""
 
     kind: str
+    """Deployment or StatefulSet."""
     name: str
+    """Its name."""
     replicas: int
+    """Its replicas before the restore (given back after it)."""
 
 
 class RestoreStatus(Status):

@@ -22,7 +22,15 @@ from ..errors import InvalidSpec, OperatorError
 from ..models.base import RESERVED_DATABASE_NAMES
 from ..models.database import check_identifier
 from .conninfo import ADMIN_OPTIONS, AdminConnInfo
-from .contents import EMPTY, Availability, ContentsState, ExtensionVersion, ReadOnlyState, check_available, plan_contents
+from .contents import (
+    EMPTY,
+    Availability,
+    ContentsState,
+    ExtensionVersion,
+    ReadOnlyState,
+    check_available,
+    plan_contents,
+)
 from .plan import (
     Action,
     AdminState,
