@@ -69,20 +69,31 @@ def test_dump_verify_restore_as_the_database_role(pg_server: PgTestServer, names
         conn.execute("CREATE TABLE trades (id int PRIMARY KEY, note text)")
         conn.execute("INSERT INTO trades VALUES (1, 'before'), (2, 'before')")
     code, report = run_script(pg_server, want, password, volume, "dump", keep=2)
-    assert code == 0 and report is not None and report.ok, report
-    assert report.file is not None and report.file.startswith(f"{want.database}-") and report.file.endswith(
+    assert code == 0
+    assert report is not None
+    assert report.ok, report
+    assert report.file is not None
+    assert report.file.startswith(f"{want.database}-")
+    assert report.file.endswith(
         "Z.dump")
     assert (volume / report.file).stat().st_size == report.size_bytes
-    assert report.entries and report.entries > 0 and report.pg_dump_major == pg_server.major
+    assert report.entries
+    assert report.entries > 0
+    assert report.pg_dump_major == pg_server.major
     assert not list(volume.glob(".*partial")), "no partial file left"
 
     with app(pg_server, want, password) as conn:
         conn.execute("UPDATE trades SET note = 'after'")
         conn.execute("CREATE TABLE later (id int)")
     code, verified = run_script(pg_server, want, password, volume, "verify", file=report.file)
-    assert code == 0 and verified is not None and verified.ok and verified.entries == report.entries
+    assert code == 0
+    assert verified is not None
+    assert verified.ok
+    assert verified.entries == report.entries
     code, restored = run_script(pg_server, want, password, volume, "restore", file=report.file)
-    assert code == 0 and restored is not None and restored.ok, restored
+    assert code == 0
+    assert restored is not None
+    assert restored.ok, restored
     with app(pg_server, want, password) as conn:
         assert conn.execute("SELECT note FROM trades ORDER BY id").fetchall() == [("before",), ("before",)]
         owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'trades'").fetchone()
@@ -98,7 +109,9 @@ def test_keep_prunes_only_the_oldest_scheduled_dumps(pg_server: PgTestServer, na
     (volume / f"{want.database}-pre-restore-20200101T000000Z.dump").write_bytes(b"kept")
     (volume / "other_db-20200101T000000Z.dump").write_bytes(b"not ours")
     code, report = run_script(pg_server, want, password, volume, "dump", keep=2)
-    assert code == 0 and report is not None and report.removed == 2
+    assert code == 0
+    assert report is not None
+    assert report.removed == 2
     left = sorted(p.name for p in volume.iterdir())
     assert left == sorted([f"{want.database}-20200103T000000Z.dump", report.file,
                            f"{want.database}-pre-restore-20200101T000000Z.dump", "other_db-20200101T000000Z.dump"])
@@ -112,16 +125,22 @@ def test_a_missing_or_unreadable_dump_is_refused_and_nothing_is_dropped(pg_serve
     with app(pg_server, want, password) as conn:
         conn.execute("CREATE TABLE keep_me (id int)")
     code, report = run_script(pg_server, want, password, volume, "restore", file="nope.dump")
-    assert code == 1 and report is not None and not report.ok
+    assert code == 1
+    assert report is not None
+    assert not report.ok
     assert report.error == "dump nope.dump not found in the backup volume"
     (volume / "garbage.dump").write_bytes(b"this is not a dump")
     code, report = run_script(pg_server, want, password, volume, "restore", file="garbage.dump")
-    assert code == 1 and report is not None and "not a readable custom-format dump" in (report.error or "")
+    assert code == 1
+    assert report is not None
+    assert "not a readable custom-format dump" in (report.error or "")
     if os.geteuid() != 0:  # root reads every file
         (volume / "secret.dump").write_bytes(b"x")
         (volume / "secret.dump").chmod(0)
         code, report = run_script(pg_server, want, password, volume, "verify", file="secret.dump")
-        assert code == 1 and report is not None and "not readable" in (report.error or "")
+        assert code == 1
+        assert report is not None
+        assert "not readable" in (report.error or "")
     with app(pg_server, want, password) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'keep_me'").fetchone() == (1,)
 
@@ -134,7 +153,9 @@ def test_a_pg_dump_older_than_the_server_is_refused(pg_new: PgTestServer, names:
     volume = tmp_path / "backup"
     volume.mkdir()
     code, report = run_script(pg_new, want, password, volume, "dump", bin_dir=old)
-    assert code == 1 and report is not None and not report.ok
+    assert code == 1
+    assert report is not None
+    assert not report.ok
     assert report.error == (f"pg_dump 15 is older than the server (PostgreSQL {pg_new.major}): use an image of that "
                             "major")
     assert list(volume.iterdir()) == []
