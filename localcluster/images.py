@@ -208,7 +208,7 @@ class Builder:
         return result.returncode == 0
 
     def all(self) -> list[Image]:
-        """Every image the real node needs: pause, operator, stand-in, pg tools (one build at a time on this machine)."""
+        """Every image the real node needs: pause, operator, stand-in, pg tools (one build at a time here)."""
         for tool in ("gcc", "mmdebstrap", "podman", "buildah"):
             if shutil.which(tool) is None:
                 raise ClusterError(f"{tool} not found: `make system-deps` installs the Debian packages")
