@@ -580,3 +580,36 @@ def test_schema_constraint_rejects(kube: client.ApiClient, namespace: str, case:
     place(obj, case)
     status = rejection(lambda: create(kube, namespace, obj))
     assert_cause(status, case.expected, case.field)
+
+
+# --- kubectl explain ----------------------------------------------------------------------------------------------
+
+#: The day-2 fields (issue 15) and a phrase of their description that `kubectl explain` must show.
+EXPLAINED = {
+    "spec.consumers": "stamps its hash on their pod templates",
+    "spec.consumers.selector.matchLabels": "a workload matches when it has all of them",
+    "spec.password.rotationStrategy": "AlternatingRoles",
+    "spec.password.gracePeriod": "the longest the previous login keeps its password",
+    "spec.readOnly": "SELECT on every table",
+    "spec.readOnly.roleName": "<roleName>_ro",
+    "spec.extensions.name": "Only trusted extensions can be created by the owner",
+    "spec.extensions.ensure": "An extension removed from the list is left alone",
+    "spec.schemas.name": "Schema name",
+    "spec.backup.schedule": "Cron schedule in UTC",
+    "spec.backup.image": "official `postgres:<major>` image",
+    "spec.restore.file": "a file name in the backup volume",
+    "spec.restore.stopConsumers": "Scale the consumers to zero",
+    "spec.secret.templates": "urlescape",
+    "status.consumers.current": "the rollout is complete",
+    "status.rotation.phase": "Switched",
+    "status.backup.lastFile": "The file it wrote",
+    "status.restore.phase": "StartingConsumers",
+    "status.readOnly.secretName": "Its Secret",
+}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("path", sorted(EXPLAINED))
+def test_kubectl_explain_describes_the_day2_fields(k8s_cluster: Any, path: str) -> None:
+    out = k8s_cluster.kubectl("explain", f"aitbcdatabase.{path}").stdout
+    assert EXPLAINED[path] in " ".join(out.split()), out
