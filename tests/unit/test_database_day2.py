@@ -74,6 +74,9 @@ SWITCHED = RotationStatus(phase=RotationPhase.SWITCHED, active_login="app_b", pr
     (SWITCHED, "app_b", Rotation.TOKEN, True, NOW, ("app_b", False, "app_a", RotationPhase.IDLE, True)),
     # a Secret naming something else (edited by hand): back to _a
     (None, "someone", None, False, NOW, ("app_a", False, None, RotationPhase.IDLE, False)),
+    # the Secret deleted while _b was in use: _b gets the new password (_a has none to keep)
+    (RotationStatus(active_login="app_b"), None, Rotation.LOST, False, NOW,
+     ("app_b", False, None, RotationPhase.IDLE, False)),
 ])
 def test_choose_login(status: RotationStatus | None, user: str | None, rotation: Rotation | None, current: bool,
                       now: datetime, expect: tuple[str, bool, str | None, RotationPhase, bool]) -> None:

@@ -112,9 +112,11 @@ def choose_login(logins: tuple[str, str], status: RotationStatus | None, secret_
     - Switched: once every consumer runs on the new Secret, or ``grace`` after the switch, remove the previous login's
       password -> Idle. A rotation asked for meanwhile is postponed until then.
     - First creation or a lost Secret: the login the Secret named (``_a`` at first) gets a new password.
-    The Secret's ``username`` says which login is active (the Secret is the source of truth, as for passwords).
+    The Secret's ``username`` says which login is active (the Secret is the source of truth, as for passwords);
+    without one (deleted), the login status recorded: it gets a new password, the other stays as it was.
     """
-    current = secret_user if secret_user in logins else logins[0]
+    recorded = status.active_login if status is not None and status.active_login in logins else logins[0]
+    current = secret_user if secret_user in logins else recorded  # a Secret deleted: the login it held
     other = logins[1] if current == logins[0] else logins[0]
     state = status or RotationStatus(active_login=current)
     if state.phase is RotationPhase.SWITCHED and state.previous_login in logins:
