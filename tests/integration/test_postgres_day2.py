@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from aitbc_operator.errors import InsufficientPrivilege, InvalidSpec, NameConflict
 from aitbc_operator.passwords import generate_password
@@ -237,3 +239,38 @@ def test_drop_removes_the_logins_and_the_read_only_role(pg_server: PgTestServer,
     assert [s.action for s in steps].count(Action.DROP_ROLE) == 4
     assert roles(pg_server.server, names) == {}
     assert databases(pg_server.server, names) == {}
+
+
+# --- Secret templates: the rendered forms log in with a hostile password ---
+
+
+def test_templated_urls_and_pgpass_line_log_in_with_a_password_full_of_url_hostile_characters(
+        pg_server: PgTestServer, names: str, tmp_path: Path) -> None:
+    import sqlalchemy
+
+    from aitbc_operator.builders.secret_templates import render
+
+    hostile = "p@ss:w/o?r#d%'\"\\+x"
+    role = f"{names}_tpl"
+    su(pg_server.server, sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role),
+                                                                            sql.Literal(hostile)))
+    values = {"user": role, "password": hostile, "host": pg_server.server.host, "port": str(pg_server.server.port),
+              "database": "postgres", "sslmode": "disable"}
+    url = render("postgresql+psycopg://{{ .user | urlescape }}:{{ .password | urlescape }}@{{ .host }}:{{ .port }}/"
+                 "{{ .database }}?sslmode={{ .sslmode }}", values)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT current_user").scalar_one() == role
+    engine.dispose()
+    libpq = render("postgresql://{{ .user | urlescape }}:{{ .password | urlescape }}@{{ .host }}:{{ .port }}/"
+                   "{{ .database }}?sslmode={{ .sslmode }}", values)
+    with psycopg.connect(libpq) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(render("{{ .host | pgpass }}:{{ .port }}:{{ .database | pgpass }}:{{ .user | pgpass }}:"
+                               "{{ .password | pgpass }}", values) + "\n")
+    passfile.chmod(0o600)
+    with psycopg.connect(host=values["host"], port=values["port"], user=role, dbname="postgres", sslmode="disable",
+                         passfile=str(passfile)) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+    su(pg_server.server, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
