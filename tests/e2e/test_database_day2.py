@@ -322,9 +322,11 @@ def test_dumps_on_demand_and_from_the_cron_job_then_a_restore_that_stops_and_bri
 
     with Watcher(api) as seen:
         api.patch("aitbcdatabases", "bk", {"spec": {"restore": {"name": "r1", "file": dump}}})
-        wait_until(lambda: restore_status(api).get("phase") in ("Succeeded", "Failed"), 300, "the restore")
+        wait_until(lambda: restore_status(api).get("name") == "r1"
+                   and restore_status(api).get("phase") in ("Succeeded", "Failed"), 300, "the restore")
     final = restore_status(api)
     assert final["phase"] == "Succeeded", final
+    assert "error" not in final, "nothing of the refused request is left in status"
     assert rows(uri) == [(1, "dumped"), (2, "dumped")], "the database is back at the dump"
     assert (dumps / final["preRestoreFile"]).exists(), "a dump was taken before the restore"
     assert final["preRestoreFile"].startswith(f"{name}-pre-restore-")

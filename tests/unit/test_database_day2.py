@@ -301,3 +301,14 @@ def test_names_are_bounded_and_stable() -> None:
     assert server_major("15.8") == 15
     assert server_major("18.1 (Debian 18.1-1)") == 18
     assert default_image("18.1") == "docker.io/library/postgres:18"
+
+
+def test_status_writes_remove_nested_keys_a_merge_patch_would_keep() -> None:
+    from aitbc_operator.reconcilers.database import with_removals
+
+    current = {"restore": {"name": "old", "phase": "Failed", "error": "x", "held": [{"name": "a"}]},
+               "backup": {"lastJob": "j"}, "rotation": {"phase": "Idle"}}
+    desired = {"restore": {"name": "new", "phase": "Verifying"}, "backup": {"lastJob": "j"}}
+    assert with_removals(current, desired) == {
+        "restore": {"name": "new", "phase": "Verifying", "error": None, "held": None},
+        "backup": {"lastJob": "j"}, "rotation": None}

@@ -477,14 +477,27 @@ def _phase(state: RotationStatus | RestoreStatus | None) -> tuple[str, str] | No
     return (getattr(state, "name", ""), str(state.phase))
 
 
+def with_removals(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """``desired`` plus an explicit null for every key of a nested object that it no longer has: a merge patch
+    keeps what it does not name (a new restore request must not inherit the last one's ``error``)."""
+    out: dict[str, Any] = dict(desired)
+    for key, value in current.items():
+        if key not in desired:
+            out[key] = None
+        elif isinstance(value, Mapping) and isinstance(desired[key], Mapping):
+            out[key] = with_removals(value, desired[key])
+    return out
+
+
 async def _write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any], *, guarded: bool) -> bool:
     """The status, unless unchanged; ``guarded``: with the resourceVersion read, so a concurrent write is a
     Conflict (retried at once) instead of one of two phases silently lost."""
+    current = body.get("status") or {}
+    status = with_removals(current, status)
     if not guarded:
         return await kube.patch_status(r.AITBC_DATABASE, body, status)
     meta = body["metadata"]
-    current = body.get("status") or {}
-    patch = {**status, **{k: None for k in current if k not in status}}
+    patch = status
     await kube.merge_patch(r.AITBC_DATABASE, meta["namespace"], meta["name"],
                            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
                            subresource="status")
