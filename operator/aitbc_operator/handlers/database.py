@@ -128,7 +128,7 @@ async def database_changed(namespace: str | None, name: str, memo: kopf.Memo, **
         retry_later(memo, namespace, name, exc)
 
 
-def rotation_requested(body: kopf.Body, **_: Any) -> bool:
+def request_pending(body: kopf.Body, **_: Any) -> bool:
     """Whether the rotation token (spec field or annotation) differs from the one the status recorded, or the
     on-demand backup annotation from the token last acted on.
 
@@ -151,17 +151,18 @@ def rotation_requested(body: kopf.Body, **_: Any) -> bool:
     return bool(observed != rotation_token(spec, annotations))
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, when=rotation_requested)
-async def database_rotation_requested(
+@kopf.on.event(GROUP, VERSION, PLURAL, when=request_pending)
+async def database_request_pending(
     type: str | None, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A rotation was requested (e.g. by the annotation, which on.update does not see): converge now."""
+    """A rotation or an on-demand dump was requested (e.g. by an annotation, which on.update does not see): converge
+    now."""
     if namespace is None or name is None or type == "DELETED":
         return
     try:
         await reconcile(memo, namespace, name)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
-        log.info("AitbcDatabase %s/%s (rotation request): %s", namespace, name, exc)
+        log.info("AitbcDatabase %s/%s (request): %s", namespace, name, exc)
         if isinstance(exc, kopf.TemporaryError):
             retry_later(memo, namespace, name, exc)
 
