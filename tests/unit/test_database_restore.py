@@ -175,3 +175,64 @@ def test_a_new_request_name_is_a_new_restore() -> None:
     done = RestoreStatus(name="r0", file="old.dump", phase=RestorePhase.SUCCEEDED)
     status = step(world, done)
     assert (status.name, status.phase) == ("r1", RestorePhase.VERIFYING)
+
+
+# --- the backups' outcomes in status ----------------------------------------------------------------------------
+
+
+class BackupWorld(World):
+    """The CronJob and its finished Jobs (one failed, one succeeded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cron: dict[str, Any] | None = None
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.cron if kind.kind == "CronJob" else self.jobs.get(name)
+
+    async def apply_if_changed(self, obj: dict[str, Any], live: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
+        if obj["kind"] == "CronJob":
+            self.cron = obj
+            return obj, True
+        return await super().apply_if_changed(obj, live)
+
+    def dump_job(self, name: str, *, ok: bool, at: str, **report: Any) -> None:
+        self.jobs[name] = {"metadata": {"name": name, "labels": {"app.kubernetes.io/component": "backup"}},
+                           "status": {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True",
+                                                      "lastTransitionTime": at, "reason": "BackoffLimitExceeded"}]}}
+        self.reports[name] = {"ok": ok, "action": "dump", **report}
+
+
+def test_the_newest_finished_dump_is_recorded_once_with_its_file_or_its_error() -> None:
+    from aitbc_operator.models.database import AitbcDatabaseStatus
+    from aitbc_operator.reconcilers.database_backup import converge_backup
+
+    world = BackupWorld()
+    spec = AitbcDatabaseSpec.model_validate(database_spec(backup={"schedule": "0 3 * * *", "claimName": "d"}))
+
+    def run(status: AitbcDatabaseStatus) -> Any:
+        return asyncio.run(converge_backup(world, BODY, spec, status, server_version="18.1",  # type: ignore[arg-type]
+                                           ca=False, suspend=False, now=NOW))
+
+    world.dump_job("bk-backup-1", ok=False, at="2026-12-01T03:00:05Z",
+                   error="pg_dump 15 is older than the server (PostgreSQL 18): use an image of that major")
+    first = run(AitbcDatabaseStatus())
+    assert first.status.last_failure_message.startswith("pg_dump 15 is older")
+    assert first.events[0][:1] == ("BackupFailed",)
+    assert first.events[0][2] is True, "a Warning"
+    assert world.cron is not None
+    assert world.cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "docker.io/library/postgres:18")
+    assert first.status.next_schedule_time == datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    again = run(AitbcDatabaseStatus(backup=first.status))
+    assert again.events == [], "recorded once"
+    world.dump_job("bk-backup-2", ok=True, at="2026-12-01T04:00:05Z", file="db-20261201T040000Z.dump",
+                   sizeBytes=2048, entries=7)
+    done = run(AitbcDatabaseStatus(backup=first.status))
+    assert (done.status.last_job, done.status.last_file, done.status.last_size_bytes) == (
+        "bk-backup-2", "db-20261201T040000Z.dump", 2048)
+    assert done.status.last_failure_message == first.status.last_failure_message, "the last failure stays known"
+    suspended = asyncio.run(converge_backup(world, BODY, spec, AitbcDatabaseStatus(backup=done.status),  # type: ignore[arg-type]
+                                            server_version="18.1", ca=False, suspend=True, now=NOW))
+    assert world.cron["spec"]["suspend"] is True
+    assert suspended.status.next_schedule_time is None
