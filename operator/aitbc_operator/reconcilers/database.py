@@ -65,8 +65,8 @@ EVENT_MESSAGE_LIMIT = 1024
 #: A reconcile (API reads and writes, SQL) that takes longer is cancelled and reported as a Timeout: a silent server
 #: must not hold one of the operator's handler slots (AITBC_MAX_WORKERS) for longer.
 RECONCILE_TIMEOUT = 60.0
-#: Seconds between looks at consumers that do not run on the current Secret yet (no watch on other people's
-#: workloads: a poll while something waits for them).
+#: Seconds between looks at the consumers while an AlternatingRoles switch waits for them (no watch on other
+#: people's workloads; otherwise the drift pass refreshes status.consumers).
 CONSUMER_POLL = 5.0
 #: What a password trigger asks the server to do with an existing role.
 _PASSWORD_ACTIONS = {
@@ -351,11 +351,9 @@ async def _day2(kube: Kube, body: Mapping[str, Any], spec: AitbcDatabaseSpec, st
                                    suspend=restoring(restore.status), now=now)
     day2.backup = backup.status
     day2.events.extend(backup.events)
-    polls = [restore.requeue_after, backup.requeue_after]
-    if day2.consumers and not all_current(day2.consumers):
-        polls.append(CONSUMER_POLL)
+    polls = [restore.requeue_after]
     if day2.rotation is not None and day2.rotation.phase is RotationPhase.SWITCHED:
-        polls.append(CONSUMER_POLL)
+        polls.append(CONSUMER_POLL)  # a switch waits for the consumers (otherwise the drift pass looks at them)
     day2.requeue_after = min((p for p in polls if p is not None), default=None)
     return day2
 

@@ -27,7 +27,7 @@ from ..models.database import AitbcDatabaseSpec, AitbcDatabaseStatus, BackupStat
 from ..models.dump_report import DumpReport
 from .database_policy import BACKUP_ANNOTATION
 
-#: How often a running dump or restore Job is looked at when no watch event comes.
+#: How often a restore's running Job is looked at when no watch event comes (a restore is short and watched).
 JOB_POLL = 5.0
 
 
@@ -95,7 +95,6 @@ class BackupOutcome:
 
     status: BackupStatus | None
     events: list[tuple[str, str, bool]] = field(default_factory=list)
-    requeue_after: float | None = None
 
 
 def image_for(spec: AitbcDatabaseSpec, server_version: str) -> str:
@@ -141,8 +140,8 @@ async def _record_last(kube: Kube, namespace: str, name: str, current: BackupSta
     """The newest finished dump Job's outcome, once (its name is remembered)."""
     jobs = await kube.list(r.JOB, namespace, label_selector=f"{LABEL_OWNER}={name},{LABEL_COMPONENT}="
                                                              f"{COMPONENT_BACKUP}")
-    if any(not job_finished(j)[0] for j in jobs):
-        outcome.requeue_after = JOB_POLL
+    # No poll while a dump runs: the Job watch (handlers/database.py) reconciles when it finishes, and a dump stuck
+    # Pending (a claim that does not bind) must not cost a reconcile every few seconds.
     finished = [j for j in jobs if job_finished(j)[0]]
     if not finished:
         return
