@@ -6,7 +6,9 @@
   packages and imported with podman (the official ``python:*-slim`` image needs a registry);
 - ``aitbc-operator:dev``: the project's own ``Dockerfile``, built by buildah with ``PYTHON_IMAGE`` pointing at that
   base (the Dockerfile keeps its ARG, so the official base still works for real users);
-- ``aitbc-standin:dev``: the stand-in AITBC node/RPC (``localcluster/standin``, its own Dockerfile).
+- ``aitbc-standin:dev``: the stand-in AITBC node/RPC (``localcluster/standin``, its own Dockerfile);
+- ``aitbc-pgtools:dev``: Debian's postgresql-client-15 on that base (``localcluster/pgtools``), the pg_dump image of
+  the AitbcDatabase backup tests (users get an official ``postgres:<major>`` image by default).
 
 Each image is exported as an OCI archive under ``<cache>/images/`` with a key file: the sha256 of everything that goes
 into it (sources, Dockerfile, the base's key, the build arguments). A build whose key is unchanged is skipped, so a
@@ -14,7 +16,7 @@ second ``make demo`` or test run builds nothing. Builds use host networking and 
 egress goes through a TLS-intercepting proxy that only the host's bundle trusts. podman/buildah get explicit ulimits
 (there is no CAP_SYS_RESOURCE here to raise them) and a storage of their own under the cache.
 
-    python -m localcluster.images build      # all four (cached)
+    python -m localcluster.images build      # all five (cached)
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ PAUSE = "localhost/aitbc/pause:3.10"
 BASE = "localhost/aitbc/python-base:bookworm"
 OPERATOR = "docker.io/library/aitbc-operator:dev"  # `aitbc-operator:dev`, the name the kind overlay runs
 STANDIN = "docker.io/library/aitbc-standin:dev"
+#: pg_dump/pg_restore 15 for the AitbcDatabase backup Jobs of the end-to-end tests (their spec.backup.image).
+PGTOOLS = "docker.io/library/aitbc-pgtools:dev"
 #: What the base image holds: python3 with venv, CA certificates, time zones (backup schedules name one).
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "tzdata")
 _DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
@@ -204,7 +208,7 @@ class Builder:
         return result.returncode == 0
 
     def all(self) -> list[Image]:
-        """Every image the real node needs: pause, operator, stand-in (one build at a time on this machine)."""
+        """Every image the real node needs: pause, operator, stand-in, pg tools (one build at a time here)."""
         for tool in ("gcc", "mmdebstrap", "podman", "buildah"):
             if shutil.which(tool) is None:
                 raise ClusterError(f"{tool} not found: `make system-deps` installs the Debian packages")
@@ -221,7 +225,8 @@ class Builder:
         standin = self.dockerfile_image(
             "aitbc-standin", STANDIN, REPO_ROOT / "localcluster" / "standin",
             [p.name for p in (REPO_ROOT / "localcluster" / "standin").glob("*.py")], base_key)
-        return [self.pause(), operator, standin]
+        pgtools = self.dockerfile_image("aitbc-pgtools", PGTOOLS, REPO_ROOT / "localcluster" / "pgtools", (), base_key)
+        return [self.pause(), operator, standin, pgtools]
 
 
 def pause_source() -> Path:

@@ -23,7 +23,8 @@ Schema = dict[str, Any]
 #: Schema keywords kept, in the order they are written (type and description first, for readable YAML).
 _KEEP = (
     "type", "description", "format", "enum", "default", "pattern", "minLength", "maxLength", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "x-kubernetes-int-or-string",
+    "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minProperties", "maxProperties",
+    "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "required",
     "properties", "additionalProperties", "items", "x-kubernetes-validations",
 )

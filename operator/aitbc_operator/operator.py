@@ -37,6 +37,7 @@ WATCH_SELECTORS: dict[tuple[str, str] | tuple[str, str, str], dict[str, str]] = 
     ("v1", "pods"): {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_NODE},
     ("apps", "v1", "statefulsets"): {LABEL_MANAGED_BY: MANAGED_BY},
     ("apps", "v1", "deployments"): {LABEL_MANAGED_BY: MANAGED_BY},
+    ("batch", "v1", "jobs"): {LABEL_MANAGED_BY: MANAGED_BY},
 }
 
 

@@ -106,7 +106,16 @@ APPLICATION = Role(
              " when they differ). Never deleted: garbage collection removes them with their owner; the claim is kept."),
         Rule(("apps",), ("statefulsets", "deployments"), _APPLIED_WATCHED,
              "An AitbcNode's node StatefulSet and RPC Deployment: watched for rollout progress, applied (rollouts"
-             " patch their pod templates). Never deleted: garbage collection removes them with their owner."),
+             " patch their pod templates). Never deleted: garbage collection removes them with their owner. An"
+             " AitbcDatabase's consumers (spec.consumers, not owned): read, their pod template stamped with the"
+             " Secret's hash, their replicas set to zero and back during a restore."),
+        Rule(("batch",), ("jobs",), _APPLIED_WATCHED,
+             "An AitbcDatabase's dump and restore Jobs (on demand, and each step of a restore): created with fixed"
+             " names, watched for their outcome (read from the pod's termination message). Never deleted: a TTL"
+             " removes finished ones, garbage collection the rest with their owner."),
+        Rule(("batch",), ("cronjobs",), ("get", "create", "patch", "delete"),
+             "An AitbcDatabase's backup CronJob (spec.backup): applied, suspended during a restore, and deleted when"
+             " spec.backup is removed (the dumps in the volume stay)."),
         Rule(("",), ("pods",), _READ,
              "Read node and RPC pods: readiness, restarts and the init container's volume report (termination"
              " message). Pods are never deleted; rollouts patch the pod templates."),

@@ -1,7 +1,9 @@
-"""Render and regenerate the golden files of the AitbcNode builders.
+"""Render and regenerate the golden files of the AitbcNode and AitbcDatabase builders.
 
 Each ``tests/golden/node/<case>/input.yaml`` holds an AitbcNode and, optionally, the Secret of the AitbcDatabase its
 ``mempool.databaseRef`` names. The expected children are written next to it, one YAML file per object.
+Each ``tests/golden/database/<case>/input.yaml`` holds an AitbcDatabase (with a status naming the server version): the
+expected connection Secret (a fixed test password), backup CronJob, on-demand Job and restore Jobs.
 ``python -m tests.golden.regen`` rewrites them (``make generate`` runs it); review the diff, then commit.
 ``tests/unit/test_node_golden.py`` fails when a builder's output and the files differ.
 """
@@ -14,11 +16,17 @@ from typing import Any
 
 import yaml
 
+from aitbc_operator.builders.database import connection_secret, connection_secret_data
+from aitbc_operator.builders.database_backup import backup_cron_job, on_demand_job, restore_job
 from aitbc_operator.builders.node import MempoolDatabase, config_hash, node_children, node_environment
+from aitbc_operator.models.database import AitbcDatabaseSpec, AitbcDatabaseStatus
 from aitbc_operator.models.node import AitbcNodeSpec
 
 GOLDEN_DIR = Path(__file__).parent
 NODE_CASES_DIR = GOLDEN_DIR / "node"
+DATABASE_CASES_DIR = GOLDEN_DIR / "database"
+#: The password of the golden connection Secrets: URL-hostile on purpose (percent-encoding shows in the files).
+GOLDEN_PASSWORD = "g0lden@:/?#%pass+word"
 INPUT_FILE = "input.yaml"
 #: The operator image of the golden cases (in the operator it comes from settings.operator_image).
 OPERATOR_IMAGE = "ghcr.io/aitbc/aitbc-operator:0.1.0"
@@ -29,6 +37,40 @@ NODE_RESTART_MARKER = "6f1c2d3e-0000-4000-8000-000000000001/0"
 def node_cases() -> list[Path]:
     """The case directories, sorted."""
     return sorted(p for p in NODE_CASES_DIR.iterdir() if (p / INPUT_FILE).is_file())
+
+
+def database_cases() -> list[Path]:
+    """The AitbcDatabase case directories, sorted."""
+    return sorted(p for p in DATABASE_CASES_DIR.iterdir() if (p / INPUT_FILE).is_file())
+
+
+def render_database_case(case_dir: Path) -> dict[str, str]:
+    """File name -> expected YAML text for one AitbcDatabase case."""
+    owner = yaml.safe_load((case_dir / INPUT_FILE).read_text())
+    spec = AitbcDatabaseSpec.model_validate(owner["spec"])
+    status = AitbcDatabaseStatus.model_validate(owner.get("status") or {})
+    version = status.server_version or "15.8"
+    login = spec.login_roles[0] if spec.login_roles else None
+    data = connection_secret_data(spec, server_host="db.example", server_port=5432, password=GOLDEN_PASSWORD,
+                                  username=login)
+    secret = connection_secret(owner, spec, data)
+    secret.pop("data")  # base64 is unreadable in a review: the data go to their own file, decoded
+    files: dict[str, dict[str, Any]] = {"secret-connection.yaml": secret, "secret-data.yaml": data}
+    ca = spec.server.ca_secret_ref is not None
+    if spec.backup is not None:
+        image = spec.backup.image or f"docker.io/library/postgres:{version.split('.')[0]}"
+        files["cronjob-backup.yaml"] = backup_cron_job(owner, spec, image=image, server_version=version,
+                                                       suspend=False, ca=ca)
+        files["job-on-demand.yaml"] = on_demand_job(owner, spec, "golden-token", image=image, server_version=version,
+                                                    ca=ca)
+        for step in ("verify", "predump", "restore"):
+            files[f"job-restore-{step}.yaml"] = restore_job(owner, spec, "golden-request", step, file="golden.dump",
+                                                            image=image, server_version=version, ca=ca)
+    return {name: _dump(obj) for name, obj in files.items()}
+
+
+def _render(case_dir: Path) -> dict[str, str]:
+    return render_database_case(case_dir) if case_dir.parent.name == "database" else render_node_case(case_dir)
 
 
 def _dump(obj: dict[str, Any]) -> str:
@@ -66,7 +108,7 @@ def render_node_case(case_dir: Path) -> dict[str, str]:
 
 def stale_files(case_dir: Path) -> list[str]:
     """Names of expected files that are missing, differ, or should not be there."""
-    expected = render_node_case(case_dir)
+    expected = _render(case_dir)
     present = {p.name for p in case_dir.glob("*.yaml")} - {INPUT_FILE}
     stale = [n for n, text in expected.items() if not (case_dir / n).is_file() or (case_dir / n).read_text() != text]
     return sorted(stale + sorted(present - set(expected)))
@@ -75,8 +117,8 @@ def stale_files(case_dir: Path) -> list[str]:
 def regenerate() -> int:
     """Rewrite every case's expected files; returns how many files changed."""
     changed = 0
-    for case_dir in node_cases():
-        expected = render_node_case(case_dir)
+    for case_dir in [*node_cases(), *database_cases()]:
+        expected = _render(case_dir)
         for path in case_dir.glob("*.yaml"):
             if path.name != INPUT_FILE and path.name not in expected:
                 path.unlink()

@@ -212,6 +212,13 @@ IMAGE_MESSAGE = (
     "must be a container image reference, [registry[:port]/]path[:tag][@digest] (lower-case path; no spaces, newlines"
     " or upper-case letters in it)"
 )
+TEMPLATE_MESSAGE = ("templates may only use {{ .VAR }} or {{ .VAR | FILTER }} with VAR one of user, password, host,"
+                    " port, database, sslmode and FILTER one of urlescape, pgpass; no other { or } characters")
+RESERVED_KEYS_MESSAGE = (
+    "template keys must not be keys the operator writes: DATABASE_URL, EXCHANGE_DATABASE_URL, MARKETPLACE_DATABASE_URL,"
+    " MEMPOOL_DB_URL, WALLET_DATABASE_URL, DATABASE_ADAPTER, uri, host, port, database, username, password, sslmode,"
+    " sslrootcert, ca.crt"
+)
 PATH_MESSAGE = "must be an absolute, normalised path: no '.' or '..' segments, no '//', no trailing '/'"
 FORBIDDEN_MESSAGE = (
     "must not be /, nor be, lie under or contain /etc, /proc, /sys, /dev, /var/run, /run, /root, /boot, /usr"
@@ -264,6 +271,84 @@ RULE_CASES: dict[str, RuleCase] = {
     "db-caSecretRef-for-verify": RuleCase(
         DB, "caSecretRef is required when sslMode is verify-ca or verify-full",
         setter("spec.server.sslMode", "verify-full"), "spec.server.caSecretRef",
+    ),
+    # day-2 (issue 15)
+    "db-templates-grammar": RuleCase(
+        DB, TEMPLATE_MESSAGE, setter("spec.secret.templates", {"X": "postgres://{{ .password | base64 }}@h"}),
+        "spec.secret.templates",
+    ),
+    "db-templates-grammar-stray-brace": RuleCase(
+        DB, TEMPLATE_MESSAGE, setter("spec.secret.templates", {"X": "{{ .user }}:{{ .passwd }}"}),
+        "spec.secret.templates",
+    ),
+    "db-templates-key": RuleCase(
+        DB, "template keys must be Secret keys: letters, digits, '-', '_' and '.', at most 253",
+        setter("spec.secret.templates", {"bad key": "{{ .user }}"}), "spec.secret.templates",
+    ),
+    "db-templates-reserved-key": RuleCase(
+        DB, RESERVED_KEYS_MESSAGE, setter("spec.secret.templates", {"password": "{{ .password }}"}),
+        "spec.secret.templates",
+    ),
+    "db-consumer-name-xor-selector": RuleCase(
+        DB, "set exactly one of name or selector",
+        setter("spec.consumers", [{"kind": "Deployment", "name": "x", "selector": {"matchLabels": {"a": "b"}}}]),
+        "spec.consumers[0]",
+    ),
+    "db-consumer-neither": RuleCase(
+        DB, "set exactly one of name or selector", setter("spec.consumers", [{"kind": "StatefulSet"}]),
+        "spec.consumers[0]",
+    ),
+    "db-backup-image": RuleCase(
+        DB, f"backup.image {IMAGE_MESSAGE}",
+        setter("spec.backup", {"schedule": "@daily", "claimName": "dumps", "image": "postgres:15 latest"}),
+        "spec.backup.image",
+    ),
+    "db-extensions-unique": RuleCase(
+        DB, "extension names must be unique", setter("spec.extensions", [{"name": "citext"}, {"name": "citext"}]),
+        "spec.extensions",
+    ),
+    "db-schemas-unique": RuleCase(
+        DB, "schema names must be unique", setter("spec.schemas", [{"name": "app"}, {"name": "app"}]),
+        "spec.schemas",
+    ),
+    "db-schema-reserved": RuleCase(
+        DB, "schema name must not be a name reserved by PostgreSQL (public, information_schema)",
+        setter("spec.schemas", [{"name": "public"}]), "spec.schemas[0].name",
+    ),
+    "db-schema-pg-prefix": RuleCase(
+        DB, "schema name must not start with 'pg_' (reserved by PostgreSQL)",
+        setter("spec.schemas", [{"name": "pg_catalog"}]), "spec.schemas[0].name",
+    ),
+    "db-readOnly-roleName-reserved": RuleCase(
+        DB, "readOnly.roleName must not be a name reserved by PostgreSQL (postgres, public, none, current_user, "
+        "session_user, current_role)", setter("spec.readOnly", {"enabled": True, "roleName": "public"}),
+        "spec.readOnly.roleName",
+    ),
+    "db-readOnly-roleName-pg-prefix": RuleCase(
+        DB, "readOnly.roleName must not start with 'pg_' (reserved by PostgreSQL)",
+        setter("spec.readOnly", {"enabled": True, "roleName": "pg_read_all_data"}), "spec.readOnly.roleName",
+    ),
+    "db-rotationStrategy-immutable": RuleCase(
+        DB, "password.rotationStrategy is immutable (it decides which roles exist)",
+        setter("spec.password", {"rotationStrategy": "AlternatingRoles"}), "spec.password.rotationStrategy",
+        before=unchanged,
+    ),
+    "db-alternating-roleName-length": RuleCase(
+        DB, "roleName must be at most 61 characters with AlternatingRoles (the logins are <roleName>_a and _b)",
+        both(setter("spec.password", {"rotationStrategy": "AlternatingRoles"}), setter("spec.roleName", "r" * 62)),
+        "spec.roleName",
+    ),
+    "db-readOnly-roleName-immutable": RuleCase(
+        DB, "readOnly.roleName is immutable", setter("spec.readOnly", {"enabled": True, "roleName": "other_ro"}),
+        "spec.readOnly.roleName", before=setter("spec.readOnly", {"enabled": True, "roleName": "first_ro"}),
+    ),
+    "db-readOnly-secretName-immutable": RuleCase(
+        DB, "readOnly.secretName is immutable", setter("spec.readOnly", {"enabled": True, "secretName": "other"}),
+        "spec.readOnly.secretName", before=setter("spec.readOnly", {"enabled": True, "secretName": "first"}),
+    ),
+    "db-restore-needs-backup": RuleCase(
+        DB, "restore needs backup (the volume holding the dumps)",
+        setter("spec.restore", {"name": "r1", "file": "aitbc_mempool-20261201T030000Z.dump"}), "spec.restore",
     ),
     "node-name-dns1035": RuleCase(NODE, NODE_NAME_RULE, unchanged, name="9-starts-with-a-digit"),
     "node-name-too-long": RuleCase(NODE, NODE_NAME_RULE, unchanged, name="n" * (NODE_NAME_LIMIT + 1)),
@@ -397,7 +482,7 @@ class SchemaCase:
 
 
 LONG_CANDIDATES = (lambda n: "a" * n, lambda n: "/" + "a" * (n - 1), lambda n: "redis://" + "a" * (n - 8),
-                   lambda n: "1" * n, lambda n: "1" * (n - 1) + "s")
+                   lambda n: "1" * n, lambda n: "1" * (n - 1) + "s", lambda n: "1 1 1 1 " + "1" * (n - 8))
 BAD_PATTERN_CANDIDATES = ("Not Valid!", "", "-", "x y")
 
 
@@ -495,3 +580,36 @@ def test_schema_constraint_rejects(kube: client.ApiClient, namespace: str, case:
     place(obj, case)
     status = rejection(lambda: create(kube, namespace, obj))
     assert_cause(status, case.expected, case.field)
+
+
+# --- kubectl explain ----------------------------------------------------------------------------------------------
+
+#: The day-2 fields (issue 15) and a phrase of their description that `kubectl explain` must show.
+EXPLAINED = {
+    "spec.consumers": "stamps its hash on their pod templates",
+    "spec.consumers.selector.matchLabels": "a workload matches when it has all of them",
+    "spec.password.rotationStrategy": "AlternatingRoles",
+    "spec.password.gracePeriod": "the longest the previous login keeps its password",
+    "spec.readOnly": "SELECT on every table",
+    "spec.readOnly.roleName": "<roleName>_ro",
+    "spec.extensions.name": "Only trusted extensions can be created by the owner",
+    "spec.extensions.ensure": "An extension removed from the list is left alone",
+    "spec.schemas.name": "Schema name",
+    "spec.backup.schedule": "Cron schedule in UTC",
+    "spec.backup.image": "official `postgres:<major>` image",
+    "spec.restore.file": "a file name in the backup volume",
+    "spec.restore.stopConsumers": "Scale the consumers to zero",
+    "spec.secret.templates": "urlescape",
+    "status.consumers.current": "the rollout is complete",
+    "status.rotation.phase": "Switched",
+    "status.backup.lastFile": "The file it wrote",
+    "status.restore.phase": "StartingConsumers",
+    "status.readOnly.secretName": "Its Secret",
+}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("path", sorted(EXPLAINED))
+def test_kubectl_explain_describes_the_day2_fields(k8s_cluster: Any, path: str) -> None:
+    out = k8s_cluster.kubectl("explain", f"aitbcdatabase.{path}").stdout
+    assert EXPLAINED[path] in " ".join(out.split()), out

@@ -6,7 +6,8 @@ as the chart's default, with leader election, authenticated ONLY as a ServiceAcc
 from rbac.py (deploy/base's bindings) by a token from the TokenRequest API:
 
 - AitbcDatabase (deletionPolicy Drop) on a real PostgreSQL 15 server: created before its admin Secret exists
-  (a reconcile error), Ready, drift repaired, password rotated by token, deleted (database and role dropped);
+  (a reconcile error), Ready, a backup CronJob and an on-demand dump Job (then spec.backup removed: the CronJob
+  deleted), drift repaired, password rotated by token, deleted (database and role dropped);
 - AitbcNode on hostPath (worker-1) using that database for its mempool, and one on a PVC (default StorageClass):
   Ready; the rotation rolls the first one (node, then RPC), a config change rolls the second; both deleted;
 - then a second operator process watching one namespace (Helm's `watchNamespaces` mode), which takes the Lease over.
@@ -149,7 +150,8 @@ class Admin:
 
     def children(self) -> list[Obj]:
         """Every object of the kinds the operator writes in the applications' namespace (with `kind`)."""
-        kinds = "configmaps,secrets,services,persistentvolumeclaims,statefulsets.apps,deployments.apps"
+        kinds = ("configmaps,secrets,services,persistentvolumeclaims,statefulsets.apps,deployments.apps,jobs.batch,"
+                 "cronjobs.batch")
         out = self.cluster.kubectl("get", kinds, "-n", APPS_NS, "-o", "json", "--show-managed-fields").stdout
         return cast(list[Obj], json.loads(out)["items"])
 
@@ -300,6 +302,20 @@ def test_the_operator_uses_exactly_its_rbac_and_serves_its_metrics(
                          "password": login.password}))
         wait(lambda: condition(admin.get("aitbcdatabases", DB), "Ready") == ("True", "Reconciled"), "database Ready")
         secret_name = admin.must_get("aitbcdatabases", DB)["status"]["secretName"]
+
+        # Day-2: the backup CronJob, an on-demand dump Job (watched), then spec.backup removed (the CronJob deleted).
+        admin.patch("aitbcdatabases", DB, {"spec": {"backup": {"schedule": "0 3 * * *", "claimName": "dumps"}}})
+        wait(lambda: "mempool-backup" in admin.names("CronJob"), "the backup CronJob")
+        admin.patch("aitbcdatabases", DB, {"metadata": {"annotations": {"aitbc.io/backup-now": "rbac"}}})
+        wait(lambda: any(n.startswith("mempool-backup-") for n in admin.names("Job")), "the on-demand Job")
+        # A lost status write: the operator reads the Job it made for the token (get) and makes no second one.
+        admin.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, APPS_NS, "aitbcdatabases", DB, {"status": {"backup": {"observedOnDemandToken": None}}})
+        wait(lambda: ((admin.must_get("aitbcdatabases", DB).get("status") or {}).get("backup") or {}).get(
+            "observedOnDemandToken") == "rbac", "the token observed again")
+        assert len([n for n in admin.names("Job") if n.startswith("mempool-backup-")]) == 1
+        admin.patch("aitbcdatabases", DB, {"spec": {"backup": None}})
+        wait(lambda: "mempool-backup" not in admin.names("CronJob"), "the CronJob removed with spec.backup")
 
         # Two nodes: hostPath with the PostgreSQL mempool, and one on a PVC of the default StorageClass.
         admin.create(hostpath_node())

@@ -81,7 +81,7 @@ def test_every_watched_builtin_kind_gets_a_server_side_selector_that_its_handler
     configure(settings, settings_mod.load())
     handlers = _builtin_handlers()
     assert {(h.selector.group, h.selector.any_name) for h in handlers} == {
-        ("", "secrets"), ("", "pods"), ("apps", "statefulsets"), ("apps", "deployments")}
+        ("", "secrets"), ("", "pods"), ("apps", "statefulsets"), ("apps", "deployments"), ("batch", "jobs")}
     for handler in handlers:
         sel = handler.selector
         resource = kopf.Resource(sel.group, sel.version or "v1", sel.any_name)

@@ -26,7 +26,29 @@ EXPECTED = {
     Action.MARK_DATABASE: "COMMENT ON DATABASE \"select\" IS 'aitbc-operator: ns/x'",
     Action.DROP_DATABASE: 'DROP DATABASE IF EXISTS "select" WITH (FORCE)',
     Action.DROP_ROLE: 'DROP ROLE IF EXISTS "user"',
+    # the other roles (step.role) and the statements inside the database (as the owner role)
+    Action.DISABLE_LOGIN: 'ALTER ROLE "grant" WITH NOLOGIN',
+    Action.CLEAR_PASSWORD: 'ALTER ROLE "grant" WITH PASSWORD NULL',
+    Action.GRANT_MEMBERSHIP: 'GRANT "user" TO "grant"',
+    Action.SET_ACTS_AS: "ALTER ROLE \"grant\" SET role = 'user'",
+    Action.CREATE_EXTENSION: "CREATE EXTENSION IF NOT EXISTS \"order\" VERSION '1.2'",
+    Action.UPDATE_EXTENSION: "ALTER EXTENSION \"order\" UPDATE TO '1.2'",
+    Action.DROP_EXTENSION: 'DROP EXTENSION IF EXISTS "order"',
+    Action.CREATE_SCHEMA: 'CREATE SCHEMA IF NOT EXISTS "order"',
+    Action.DROP_SCHEMA: 'DROP SCHEMA IF EXISTS "order"',
+    Action.GRANT_CONNECT: 'GRANT CONNECT ON DATABASE "select" TO "grant"',
+    Action.GRANT_USAGE: 'GRANT USAGE ON SCHEMA "order" TO "grant"',
+    Action.GRANT_SELECT: 'GRANT SELECT ON ALL TABLES IN SCHEMA "order" TO "grant"',
+    Action.DEFAULT_PRIVILEGES: 'ALTER DEFAULT PRIVILEGES FOR ROLE "user" GRANT SELECT ON TABLES TO "grant"',
 }
+#: The actions about another role than the owner, or an object inside the database.
+OTHER_ROLE = {Action.DISABLE_LOGIN, Action.CLEAR_PASSWORD, Action.GRANT_MEMBERSHIP, Action.SET_ACTS_AS,
+              Action.GRANT_CONNECT, Action.GRANT_USAGE, Action.GRANT_SELECT, Action.DEFAULT_PRIVILEGES}
+
+
+def step_of(action: Action) -> Step:
+    """A step of ``action``, about role "grant" and object "order" where it concerns them (keywords: quoted)."""
+    return Step(action, "msg", role="grant" if action in OTHER_ROLE else None, target="order", version="1.2")
 
 
 def test_every_action_has_a_statement() -> None:
@@ -35,7 +57,7 @@ def test_every_action_has_a_statement() -> None:
 
 @pytest.mark.parametrize("action", list(Action))
 def test_statement_text(action: Action) -> None:
-    text = statement(Step(action, "msg"), WANT, VERIFIER).as_string(None)
+    text = statement(step_of(action), WANT, VERIFIER).as_string(None)
     assert " ".join(text.split()) == EXPECTED[action]
     assert "pa'ss" not in text
 
@@ -44,3 +66,14 @@ def test_statement_text(action: Action) -> None:
 def test_password_steps_need_a_verifier(action: Action) -> None:
     with pytest.raises(ValueError, match="verifier"):
         statement(Step(action, "msg"), WANT, None)
+
+
+def test_a_nologin_owner_and_a_standby_login_are_created_without_a_password() -> None:
+    alternating = DesiredDatabase(database="d", role="app", owner="ns/x", owner_login=False,
+                                  logins=("app_a", "app_b"))
+    owner = statement(Step(Action.CREATE_ROLE, "m"), alternating, None).as_string(None)
+    assert " ".join(owner.split()) == ('CREATE ROLE "app" WITH NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                                       "CONNECTION LIMIT -1 PASSWORD NULL")
+    standby = statement(Step(Action.CREATE_ROLE, "m", role="app_b"), alternating, None).as_string(None)
+    assert " ".join(standby.split()) == ('CREATE ROLE "app_b" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                                         "CONNECTION LIMIT -1 PASSWORD NULL")

@@ -10,13 +10,14 @@ from typing import Any
 import kopf
 
 from .. import GROUP, VERSION, errors, postgres
-from ..builders.common import LABEL_MANAGED_BY, MANAGED_BY
+from ..builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY
 from ..builders.database import COMPONENT_DATABASE
+from ..builders.database_backup import COMPONENT_BACKUP, COMPONENT_RESTORE
 from ..k8s import resources as r
 from ..k8s.client import FIELD_MANAGER, Kube
 from ..reconcilers.database import RECONCILE_TIMEOUT, DatabaseOutcome, parse_spec, reconcile_database
 from ..reconcilers.database_deletion import DROP_REFUSED_RETRY, DeletionOutcome, delete_database
-from ..reconcilers.database_policy import rotation_token
+from ..reconcilers.database_policy import BACKUP_ANNOTATION, rotation_token
 from ..settings import load as load_settings
 from .common import event, guarded, now, object_lock
 
@@ -51,6 +52,8 @@ async def reconcile(
         pending = _retries(memo).pop((namespace, name), None)
         if pending is not None and pending is not asyncio.current_task():
             pending.cancel()  # converged: the scheduled retry has nothing left to do
+        if outcome.requeue_after is not None and outcome.requeue_after < DRIFT_INTERVAL:
+            recheck_later(memo, namespace, name, outcome.requeue_after)
         return outcome
 
 
@@ -73,6 +76,17 @@ def retry_later(memo: MutableMapping[str, Any], namespace: str, name: str, failu
     if current is None or current.done():
         retries[(namespace, name)] = asyncio.create_task(_retry(memo, namespace, name, failure),
                                                           name=f"retry AitbcDatabase {namespace}/{name}")
+
+
+def recheck_later(memo: MutableMapping[str, Any], namespace: str, name: str, delay: float) -> None:
+    """Reconcile again after ``delay`` seconds (a rotation waiting for its consumers, a dump or restore Job running,
+    a scheduled rotation due before the next drift pass), in a task of its own like ``retry_later``."""
+    retries = _retries(memo)
+    current = retries.get((namespace, name))
+    if current is None or current.done():
+        retries[(namespace, name)] = asyncio.create_task(
+            _retry(memo, namespace, name, kopf.TemporaryError("recheck", delay=max(delay, 0.5))),
+            name=f"recheck AitbcDatabase {namespace}/{name}")
 
 
 async def _retry(memo: MutableMapping[str, Any], namespace: str, name: str, failure: kopf.TemporaryError) -> None:
@@ -114,34 +128,41 @@ async def database_changed(namespace: str | None, name: str, memo: kopf.Memo, **
         retry_later(memo, namespace, name, exc)
 
 
-def rotation_requested(body: kopf.Body, **_: Any) -> bool:
-    """Whether the rotation token (spec field or annotation) differs from the one the status recorded.
+def request_pending(body: kopf.Body, **_: Any) -> bool:
+    """Whether the rotation token (spec field or annotation) differs from the one the status recorded, or the
+    on-demand backup annotation from the token last acted on.
 
     kopf leaves every annotation under its own storage prefix (``aitbc.io/``, see operator.py) out of the diff that
-    triggers on.update, so a change of the ``aitbc.io/rotate-password`` annotation alone would wait for the next drift
-    pass; this filter lets an event handler act on it at once.
+    triggers on.update, so a change of the ``aitbc.io/rotate-password`` or ``aitbc.io/backup-now`` annotation alone
+    would wait for the next drift pass; this filter lets an event handler act on it at once.
     """
-    observed = (body.get("status") or {}).get("observedRotationToken")
+    status = body.get("status") or {}
+    observed = status.get("observedRotationToken")
     if observed is None or body.get("metadata", {}).get("deletionTimestamp"):
         return False
     try:
         spec = parse_spec(body)
     except errors.InvalidSpec:
         return False
-    return bool(observed != rotation_token(spec, body.get("metadata", {}).get("annotations") or {}))
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    backup = annotations.get(BACKUP_ANNOTATION)
+    if backup and spec.backup is not None and backup != (status.get("backup") or {}).get("observedOnDemandToken"):
+        return True
+    return bool(observed != rotation_token(spec, annotations))
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, when=rotation_requested)
-async def database_rotation_requested(
+@kopf.on.event(GROUP, VERSION, PLURAL, when=request_pending)
+async def database_request_pending(
     type: str | None, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A rotation was requested (e.g. by the annotation, which on.update does not see): converge now."""
+    """A rotation or an on-demand dump was requested (e.g. by an annotation, which on.update does not see): converge
+    now."""
     if namespace is None or name is None or type == "DELETED":
         return
     try:
         await reconcile(memo, namespace, name)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
-        log.info("AitbcDatabase %s/%s (rotation request): %s", namespace, name, exc)
+        log.info("AitbcDatabase %s/%s (request): %s", namespace, name, exc)
         if isinstance(exc, kopf.TemporaryError):
             retry_later(memo, namespace, name, exc)
 
@@ -193,6 +214,30 @@ def _last_writer(body: kopf.Body) -> str | None:
 
 
 _SECRET_LABELS = {LABEL_MANAGED_BY: MANAGED_BY, "app.kubernetes.io/component": COMPONENT_DATABASE}
+_JOB_LABELS: dict[str, Any] = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_OWNER: kopf.PRESENT}
+
+
+def _dump_job(labels: kopf.Labels, **_: Any) -> bool:
+    return labels.get(LABEL_COMPONENT) in (COMPONENT_BACKUP, COMPONENT_RESTORE)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_JOB_LABELS, when=_dump_job)
+async def dump_job_event(type: str | None, namespace: str | None, labels: kopf.Labels, status: kopf.Status,
+                         memo: kopf.Memo, **_: Any) -> None:
+    """A dump or restore Job finished: record its outcome / take the restore's next step at once."""
+    owner = labels.get(LABEL_OWNER)
+    if namespace is None or owner is None or "kube" not in memo or type == "DELETED":
+        return
+    conds: list[dict[str, Any]] = dict(status or {}).get("conditions") or []
+    finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed") for c in conds)
+    if not finished:
+        return
+    try:
+        await reconcile(memo, namespace, owner, verify_password=False)
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
+        log.info("AitbcDatabase %s/%s (job event): %s", namespace, owner, exc)
+        if isinstance(exc, kopf.TemporaryError):
+            retry_later(memo, namespace, owner, exc)
 
 
 @kopf.on.event("v1", "secrets", labels=_SECRET_LABELS)

@@ -12,6 +12,7 @@ The API the handlers use::
 
 from .conninfo import AdminConnInfo, parse_admin_secret, write_ca_file
 from .manager import (
+    AuxPassword,
     LoginCheck,
     Prepared,
     ReconcileResult,
@@ -20,19 +21,33 @@ from .manager import (
     database_size,
     drop,
     execute,
+    in_database,
     observe,
     prepare,
     reconcile,
     server_version,
 )
-from .plan import Action, DesiredDatabase, PasswordAction, ServerState, Step, plan, plan_drop
+from .plan import (
+    Action,
+    DesiredDatabase,
+    DesiredExtension,
+    DesiredSchema,
+    PasswordAction,
+    ServerState,
+    Step,
+    plan,
+    plan_drop,
+)
 from .pool import ServerPool, Session, StatementStats
 from .scram import scram_sha256_verifier
 
 __all__ = [
     "Action",
     "AdminConnInfo",
+    "AuxPassword",
     "DesiredDatabase",
+    "DesiredExtension",
+    "DesiredSchema",
     "LoginCheck",
     "PasswordAction",
     "Prepared",
@@ -47,6 +62,7 @@ __all__ = [
     "database_size",
     "drop",
     "execute",
+    "in_database",
     "observe",
     "parse_admin_secret",
     "plan",

@@ -9,35 +9,64 @@ InvalidSpec).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from ..errors import InvalidSpec, OperatorError
 from ..models.base import RESERVED_DATABASE_NAMES
 from ..models.database import check_identifier
-from .conninfo import AdminConnInfo
+from .conninfo import ADMIN_OPTIONS, AdminConnInfo
+from .contents import (
+    EMPTY,
+    Availability,
+    ContentsState,
+    ExtensionVersion,
+    ReadOnlyState,
+    check_available,
+    plan_contents,
+)
 from .plan import (
     Action,
     AdminState,
+    AuxRoles,
+    AuxRoleState,
     DatabaseState,
     DesiredDatabase,
     PasswordAction,
     RoleState,
     ServerState,
     Step,
+    check_aux_privileges,
     plan,
+    plan_aux_roles,
     plan_drop,
 )
-from .pool import ServerPool, Session
+from .pool import Params, Query, Row, ServerPool, Session
 from .scram import scram_sha256_verifier
-from .statements import DATABASE_SIZE, OBSERVE, OBSERVE_COLUMNS, SERVER_VERSION, statement
-from .translate import password_rejected, translate_connect_error
+from .statements import (
+    AVAILABLE_EXTENSIONS,
+    CONTENT_EXTENSIONS,
+    CONTENT_READ_ONLY,
+    CONTENT_SCHEMAS,
+    DATABASE_SIZE,
+    OBSERVE,
+    OBSERVE_AUX,
+    OBSERVE_AUX_COLUMNS,
+    OBSERVE_COLUMNS,
+    SERVER_VERSION,
+    set_role,
+    statement,
+)
+from .translate import password_rejected, translate, translate_connect_error
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _PASSWORD_ACTIONS = (Action.CREATE_ROLE, Action.SET_PASSWORD)
 
@@ -123,25 +152,76 @@ def _grants_set_and_inherit(self_grant: str) -> bool:
     return {"set", "inherit"} <= options
 
 
-def apply(session: Session, desired: DesiredDatabase, steps: tuple[Step, ...], *, password: str | None) -> None:
-    """Execute the steps in order, one DDL statement each. ``password`` is needed when a step sets it.
+def apply(session: Session | DatabaseSession, desired: DesiredDatabase, steps: tuple[Step, ...], *,
+          password: str | None, passwords: Mapping[str, str | None] | None = None) -> None:
+    """Execute the steps in order, one DDL statement each. ``password`` is the owner role's (needed when a step sets
+    it), ``passwords`` those of the other roles a step creates or sets (None: created without one).
 
     A failing step raises the operator's error naming what it tried (e.g. "create database x owned by y: permission
     denied to create database"), followed by what the steps before it already did, if any.
     """
-    verifier = None
-    if any(step.action in _PASSWORD_ACTIONS for step in steps):
-        if password is None:
-            raise ValueError("a step sets the password but none was given")
-        verifier = scram_sha256_verifier(password)
+    verifiers: dict[str, str | None] = {}
+
+    def verifier(step: Step) -> str | None:
+        if step.action not in _PASSWORD_ACTIONS:
+            return None
+        role = step.role or desired.role
+        if role not in verifiers:
+            secret = password if step.role is None else (passwords or {}).get(role)
+            if secret is None and (step.action is Action.SET_PASSWORD
+                                   or (step.role is None and desired.owner_login)):
+                raise ValueError(f"a step sets the password of {role} but none was given")
+            verifiers[role] = scram_sha256_verifier(secret) if secret is not None else None
+        return verifiers[role]
+
     for done, step in enumerate(steps):
         try:
-            session.ddl(statement(step, desired, verifier), doing=step.attempt(desired))
+            session.ddl(statement(step, desired, verifier(step)), doing=step.attempt(desired))
         except OperatorError as exc:
             if done:
                 exc.args = (f"{exc.message} (done before it: {'; '.join(s.message for s in steps[:done])})",)
             raise
         log.info("%s", step.message)
+
+
+class DatabaseSession:
+    """A short-lived admin connection to one database (not the pool's): for the statements inside it."""
+
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+        self._conn = conn
+
+    def query(self, statement: Query, params: Params = None, *, doing: str) -> list[Row]:
+        """Rows of a read-only statement."""
+        try:
+            return self._conn.execute(statement, params).fetchall()
+        except psycopg.Error as exc:
+            raise translate(exc, doing) from None
+
+    def ddl(self, statement: Query, *, doing: str) -> None:
+        """One statement, autocommit."""
+        try:
+            self._conn.execute(statement)
+        except psycopg.Error as exc:
+            raise translate(exc, doing) from None
+
+
+async def in_database(info: AdminConnInfo, database: str, work: Callable[[DatabaseSession], T]) -> T:
+    """Run blocking ``work`` on a new admin connection to ``database`` (off the event loop), then close it.
+
+    Not pooled: drift passes visit each database rarely, and a pooled connection per database would hold a server
+    slot per AitbcDatabase for nothing.
+    """
+
+    def run() -> T:
+        try:
+            conn = psycopg.Connection.connect(autocommit=True, options=ADMIN_OPTIONS,
+                                              **info.as_role(info.user, info.password, database).connect_kwargs())
+        except psycopg.Error as exc:
+            raise translate_connect_error(exc, f"{info.user}@{info.host}:{info.port}/{database}") from None
+        with conn:
+            return work(DatabaseSession(conn))
+
+    return await asyncio.to_thread(run)
 
 
 async def check_login(pool: ServerPool, info: AdminConnInfo, role: str, password: str, dbname: str) -> LoginCheck:
@@ -159,57 +239,154 @@ async def check_login(pool: ServerPool, info: AdminConnInfo, role: str, password
 
 
 @dataclass(frozen=True)
+class AuxPassword:
+    """The password a login or the read-only role must accept: its Secret's (None: no Secret holds one, e.g. the
+    standby login), and what to do with it."""
+
+    password: str | None = None
+    action: PasswordAction = PasswordAction.KEEP
+
+
+@dataclass(frozen=True)
 class Prepared:
     """What a reconcile found and will do: the snapshot and the steps, already checked (ownership, adoption,
-    privileges). Nothing has been changed yet."""
+    privileges, extensions). Nothing has been changed yet."""
 
     state: ServerState
     steps: tuple[Step, ...]
+    aux_steps: tuple[Step, ...] = ()
+    contents_steps: tuple[Step, ...] = ()
+    availability: Availability = field(default_factory=Availability)
+
+
+def observe_aux(session: Session, desired: DesiredDatabase) -> dict[str, AuxRoleState | None]:
+    """The aux roles (logins, read-only role) as the admin sees them (one read-only statement; None: missing)."""
+    if not desired.aux_roles:
+        return {}
+    rows = session.query(OBSERVE_AUX, {"names": list(desired.aux_roles), "owner": desired.role},
+                         doing=f"read roles {', '.join(desired.aux_roles)}")
+    found: dict[str, AuxRoleState | None] = {}
+    for values in rows:
+        row: dict[str, Any] = dict(zip(OBSERVE_AUX_COLUMNS, values, strict=True))
+        found[str(row["name"])] = AuxRoleState(
+            str(row["name"]), bool(row["can_login"]), int(row["connection_limit"]), bool(row["expires"]),
+            row["marker"], bool(row["member_of_owner"]), row["acts_as"], admin_option=bool(row["admin_option"]),
+            attributes=("SUPERUSER",) if row["superuser"] else (),
+        ) if row["exists"] else None
+    return found
+
+
+def availability(session: Session, desired: DesiredDatabase) -> Availability:
+    """What the server offers for the listed extensions."""
+    names = [e.name for e in desired.extensions]
+    if not names:
+        return Availability()
+    rows = session.query(AVAILABLE_EXTENSIONS, {"names": names}, doing="read the available extensions")
+    defaults: dict[str, str] = {}
+    versions: dict[str, dict[str, ExtensionVersion]] = {}
+    for name, version, superuser, trusted, default in rows:
+        defaults[name] = default
+        versions.setdefault(name, {})[version] = ExtensionVersion(version, bool(superuser), bool(trusted))
+    return Availability(defaults, versions)
+
+
+def observe_contents(session: DatabaseSession, desired: DesiredDatabase) -> ContentsState:
+    """The database's extensions, schemas and the read-only role's grants (read-only statements)."""
+    extensions = {str(n): (str(v), str(o)) for n, v, o in session.query(CONTENT_EXTENSIONS,
+                                                                         doing="read the extensions")}
+    schemas = {str(n): str(o) for n, o in session.query(CONTENT_SCHEMAS, doing="read the schemas")}
+    read_only = None
+    if desired.read_only and desired.read_only_login:
+        connect, usage, missing, default = session.query(
+            CONTENT_READ_ONLY, {"ro": desired.read_only, "owner": desired.role},
+            doing=f"read the privileges of role {desired.read_only}")[0]
+        read_only = ReadOnlyState(bool(connect), frozenset(usage), frozenset(missing), bool(default))
+    return ContentsState(extensions, schemas, read_only)
 
 
 async def prepare(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabase, *, password: str,
                   password_action: PasswordAction = PasswordAction.KEEP, verify_password: bool = True,
-                  previously_created: bool = False) -> Prepared:
-    """Observe the server and plan, without changing anything (read-only SQL, maybe one login as the role).
+                  previously_created: bool = False, aux_passwords: Mapping[str, AuxPassword] | None = None,
+                  aux_created: frozenset[str] = frozenset()) -> Prepared:
+    """Observe the server and plan, without changing anything (read-only SQL, maybe logins as the roles).
 
     - ``password``: the password the role must accept (the Secret's, or the one about to be written to it).
     - ``password_action``: KEEP checks ``password`` by logging in as the role (when ``verify_password``) and plans a
       reset if it is refused; ROTATE and REISSUE set it on an existing role unconditionally.
     - ``previously_created``: status says the objects existed; missing ones are reported as dropped out of band.
+    - ``aux_passwords``/``aux_created``: the same for the logins and the read-only role.
 
-    Raises NameConflict, AdoptionRefused, InsufficientPrivilege, InvalidSpec (names that cannot be managed) and the
-    connection errors; on any of them nothing was changed.
+    Raises NameConflict, AdoptionRefused, InsufficientPrivilege, InvalidSpec (names that cannot be managed, an
+    extension the server lacks) and the connection errors; on any of them nothing was changed.
     """
-    check_password = verify_password and password_action is PasswordAction.KEEP
+    aux_passwords = aux_passwords or {}
+    main_action = password_action if desired.owner_login else PasswordAction.KEEP
 
-    def observe_and_plan(session: Session) -> tuple[ServerState, tuple[Step, ...] | None]:
-        """One job: the snapshot, and the plan unless a login must be tried first."""
-        state = observe(session, desired)
-        if check_password and _login_checkable(state):
-            return state, None
-        return state, plan(state, desired, password=password_action, previously_created=previously_created)
+    def observe_all(session: Session) -> tuple[ServerState, dict[str, AuxRoleState | None], Availability]:
+        return observe(session, desired), observe_aux(session, desired), availability(session, desired)
 
-    state, steps = await pool.run(info, observe_and_plan)
-    if steps is None:
-        # The role exists and may log in: try the password as the role, outside the admin connection's queue.
-        dbname = desired.database if state.database is not None else info.dbname
-        if await check_login(pool, info, desired.role, password, dbname) is LoginCheck.REJECTED:
-            password_action = PasswordAction.RESET
-        steps = plan(state, desired, password=password_action, previously_created=previously_created)
-    return Prepared(state, steps)
+    state, aux_states, offered = await pool.run(info, observe_all)
+    dbname = desired.database if state.database is not None else info.dbname
+    if (verify_password and main_action is PasswordAction.KEEP and desired.owner_login
+            and _login_checkable(state.role) and await check_login(pool, info, desired.role, password, dbname)
+            is LoginCheck.REJECTED):
+        main_action = PasswordAction.RESET
+    steps = plan(state, desired, password=main_action, previously_created=previously_created)
+    aux_actions = {name: await _aux_action(pool, info, name, aux_states.get(name), aux_passwords.get(name),
+                                           dbname, verify=verify_password) for name in desired.aux_roles}
+    aux = AuxRoles(aux_states, aux_actions, aux_created)
+    aux_steps = plan_aux_roles(aux, desired)
+    check_aux_privileges(state, aux, desired, aux_steps)
+    contents = EMPTY
+    if desired.has_contents and state.database is not None:
+        contents = await in_database(info, desired.database, lambda session: observe_contents(session, desired))
+    check_available(offered, state.admin, desired, contents.extensions)
+    contents_steps = plan_contents(contents, desired) if desired.has_contents else ()
+    return Prepared(state, steps, aux_steps, contents_steps, offered)
+
+
+async def _aux_action(pool: ServerPool, info: AdminConnInfo, name: str, state: AuxRoleState | None,
+                      wanted: AuxPassword | None, dbname: str, *, verify: bool) -> PasswordAction:
+    """KEEP, unless asked otherwise or the role refuses the password its Secret holds (RESET)."""
+    wanted = wanted or AuxPassword()
+    if wanted.action is not PasswordAction.KEEP or wanted.password is None or not verify:
+        return wanted.action
+    if state is None or not state.can_login or state.expires:
+        return PasswordAction.KEEP
+    if await check_login(pool, info, name, wanted.password, dbname) is LoginCheck.REJECTED:
+        return PasswordAction.RESET
+    return PasswordAction.KEEP
 
 
 async def execute(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabase, prepared: Prepared, *,
-                  password: str) -> ReconcileResult:
-    """Run the prepared steps (one job) and read the database's size; nothing at all when there are none."""
-    if not prepared.steps:
-        return _unchanged(prepared.state)
+                  password: str, aux_passwords: Mapping[str, AuxPassword] | None = None) -> ReconcileResult:
+    """Run the prepared steps (one job on the admin connection), then those inside the database (re-planned on a
+    fresh look, as the owner role), and read the database's size; nothing at all when there is nothing to do."""
+    passwords = {name: p.password for name, p in (aux_passwords or {}).items()}
+    server_steps = prepared.steps + prepared.aux_steps
+    if server_steps:
 
-    def converge(session: Session) -> ReconcileResult:
-        apply(session, desired, prepared.steps, password=password)
-        return ReconcileResult(prepared.steps, prepared.state.version, _size(session, desired.database))
+        def converge(session: Session) -> ReconcileResult:
+            apply(session, desired, server_steps, password=password, passwords=passwords)
+            return ReconcileResult(server_steps, prepared.state.version, _size(session, desired.database))
 
-    return await pool.run(info, converge)
+        result = await pool.run(info, converge)
+    else:
+        result = _unchanged(prepared.state)
+    if not desired.has_contents or not (prepared.contents_steps or prepared.state.database is None):
+        return result
+
+    def contents(session: DatabaseSession) -> tuple[Step, ...]:
+        current = observe_contents(session, desired)
+        check_available(prepared.availability, prepared.state.admin, desired, current.extensions)
+        steps = plan_contents(current, desired)
+        if steps:
+            session.ddl(set_role(desired.role), doing=f"act as role {desired.role} in database {desired.database}")
+            apply(session, desired, steps, password=None)
+        return steps
+
+    done = await in_database(info, desired.database, contents)
+    return ReconcileResult(result.steps + done, result.server_version, result.database_size_bytes)
 
 
 async def reconcile(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabase, *, password: str,
@@ -232,16 +409,16 @@ def _unchanged(state: ServerState) -> ReconcileResult:
     return ReconcileResult((), state.version, size)
 
 
-def _login_checkable(state: ServerState) -> bool:
-    role = state.role
+def _login_checkable(role: RoleState | None) -> bool:
     return role is not None and role.can_login and not role.expires
 
 
 async def drop(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabase) -> tuple[Step, ...]:
-    """Terminate the database's connections, drop the database, then the role (only if they carry our marker)."""
+    """Terminate the database's connections, drop the database, the logins and read-only role, then the role (only
+    if they carry our marker)."""
 
     def drop_all(session: Session) -> tuple[Step, ...]:
-        steps = plan_drop(observe(session, desired), desired)
+        steps = plan_drop(observe(session, desired), desired, observe_aux(session, desired))
         apply(session, desired, steps, password=None)
         return steps
 

@@ -15,15 +15,33 @@ runs, so a missing privilege is an InsufficientPrivilege naming it, with nothing
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..errors import AdoptionRefused, InsufficientPrivilege, InvalidSpec, NameConflict
 from ..models.base import RESERVED_DATABASE_NAMES, RESERVED_ROLE_NAMES
-from ..models.database import AitbcDatabaseSpec, check_identifier
+from ..models.database import AitbcDatabaseSpec, Ensure, check_identifier
 
 MARKER_PREFIX = "aitbc-operator: "
 _OWNER_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9./]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class DesiredExtension:
+    """An extension the database must (present) or must not (absent) have."""
+
+    name: str
+    version: str | None = None
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class DesiredSchema:
+    """A schema owned by the owner role (present) or gone (absent)."""
+
+    name: str
+    present: bool = True
 
 
 @dataclass(frozen=True)
@@ -39,11 +57,23 @@ class DesiredDatabase:
     connection_limit: int = -1
     adopt: bool = False
     """Existing objects without the marker may be taken over (spec.adopt)."""
+    owner_login: bool = True
+    """The owner role logs in itself (InPlace); False with AlternatingRoles: it is NOLOGIN, its logins act as it."""
+    logins: tuple[str, ...] = ()
+    """AlternatingRoles: the two login roles, members of the owner role, whose sessions act as it (SET role)."""
+    read_only: str | None = None
+    """The read-only login role, if any."""
+    read_only_login: bool = True
+    """False when readOnly was disabled after the role was made: it stays, without LOGIN."""
+    extensions: tuple[DesiredExtension, ...] = ()
+    schemas: tuple[DesiredSchema, ...] = ()
 
     def __post_init__(self) -> None:
         try:
             check_identifier(self.database, "databaseName", RESERVED_DATABASE_NAMES)
             check_identifier(self.role, "roleName", RESERVED_ROLE_NAMES)
+            for other in self.aux_roles:
+                check_identifier(other, "role name", RESERVED_ROLE_NAMES)
         except ValueError as exc:
             raise InvalidSpec(str(exc)) from None
         if len(self.owner) > 317 or not _OWNER_PATTERN.fullmatch(self.owner):
@@ -52,15 +82,33 @@ class DesiredDatabase:
             raise InvalidSpec(f"connectionLimit {self.connection_limit} must be between -1 and 10000")
 
     @classmethod
-    def from_spec(cls, spec: AitbcDatabaseSpec, *, namespace: str, name: str) -> DesiredDatabase:
-        """The desired database of an AitbcDatabase resource."""
+    def from_spec(cls, spec: AitbcDatabaseSpec, *, namespace: str, name: str,
+                  read_only_made: str | None = None) -> DesiredDatabase:
+        """The desired database of an AitbcDatabase resource. ``read_only_made``: the read-only role recorded in
+        status (kept, without LOGIN, when readOnly was disabled since)."""
         return cls(
             database=spec.effective_database_name,
             role=spec.effective_role_name,
             owner=f"{namespace}/{name}",
             connection_limit=spec.connection_limit,
             adopt=spec.adopt,
+            owner_login=not spec.alternating,
+            logins=spec.login_roles or (),
+            read_only=spec.read_only_role or read_only_made,
+            read_only_login=spec.read_only.enabled,
+            extensions=tuple(DesiredExtension(e.name, e.version, e.ensure is Ensure.PRESENT) for e in spec.extensions),
+            schemas=tuple(DesiredSchema(s.name, s.ensure is Ensure.PRESENT) for s in spec.schemas),
         )
+
+    @property
+    def aux_roles(self) -> tuple[str, ...]:
+        """The roles besides the owner role: the logins, then the read-only role."""
+        return (*self.logins, *((self.read_only,) if self.read_only else ()))
+
+    @property
+    def has_contents(self) -> bool:
+        """Something must be checked inside the database (extensions, schemas, read-only grants)."""
+        return bool(self.extensions or self.schemas or (self.read_only and self.read_only_login))
 
     @property
     def marker(self) -> str:
@@ -144,6 +192,8 @@ class PasswordAction(StrEnum):
     """A new password is being issued."""
     REISSUE = "reissue"
     """The Secret or its password was gone: a new password was written to the Secret, set it (drift)."""
+    CLEAR = "clear"
+    """Remove the password (AlternatingRoles: the previous login is retired; the standby login has none)."""
 
 
 class Action(StrEnum):
@@ -161,6 +211,20 @@ class Action(StrEnum):
     MARK_DATABASE = "MarkDatabase"
     DROP_DATABASE = "DropDatabase"
     DROP_ROLE = "DropRole"
+    DISABLE_LOGIN = "DisableLogin"
+    CLEAR_PASSWORD = "ClearPassword"  # noqa: S105 - an action name
+    GRANT_MEMBERSHIP = "GrantMembership"
+    SET_ACTS_AS = "SetActsAs"
+    # inside the database, as the owner role
+    CREATE_EXTENSION = "CreateExtension"
+    UPDATE_EXTENSION = "UpdateExtension"
+    DROP_EXTENSION = "DropExtension"
+    CREATE_SCHEMA = "CreateSchema"
+    DROP_SCHEMA = "DropSchema"
+    GRANT_CONNECT = "GrantConnect"
+    GRANT_USAGE = "GrantUsage"
+    GRANT_SELECT = "GrantSelect"
+    DEFAULT_PRIVILEGES = "DefaultPrivileges"
 
 
 #: What each action attempts, for error messages ("create database x owned by y: permission denied ...").
@@ -177,10 +241,29 @@ _ATTEMPTS = {
     Action.MARK_DATABASE: "mark database {database} as managed by {owner}",
     Action.DROP_DATABASE: "drop database {database}",
     Action.DROP_ROLE: "drop role {role}",
+    Action.DISABLE_LOGIN: "remove LOGIN from role {role}",
+    Action.CLEAR_PASSWORD: "remove the password of role {role}",
+    Action.GRANT_MEMBERSHIP: "make role {role} a member of role {owner_role}",
+    Action.SET_ACTS_AS: "make sessions of role {role} act as role {owner_role} (ALTER ROLE ... SET role)",
+    Action.CREATE_EXTENSION: "create extension {target} in database {database}",
+    Action.UPDATE_EXTENSION: "update extension {target} in database {database}",
+    Action.DROP_EXTENSION: "drop extension {target} in database {database}",
+    Action.CREATE_SCHEMA: "create schema {target} in database {database}",
+    Action.DROP_SCHEMA: "drop schema {target} in database {database}",
+    Action.GRANT_CONNECT: "grant CONNECT on database {database} to {role}",
+    Action.GRANT_USAGE: "grant USAGE on schema {target} to {role}",
+    Action.GRANT_SELECT: "grant SELECT on the tables of schema {target} to {role}",
+    Action.DEFAULT_PRIVILEGES: "grant {role} SELECT on the tables {owner_role} creates later",
 }
 #: Actions on the role (they need CREATEROLE, and on 16+ the ADMIN option on an existing role).
 _ROLE_ACTIONS = frozenset({Action.CREATE_ROLE, Action.MARK_ROLE, Action.GRANT_ROLE_TO_ADMIN, Action.ENABLE_LOGIN,
-                           Action.SET_CONNECTION_LIMIT, Action.CLEAR_EXPIRY, Action.SET_PASSWORD, Action.DROP_ROLE})
+                           Action.SET_CONNECTION_LIMIT, Action.CLEAR_EXPIRY, Action.SET_PASSWORD, Action.DROP_ROLE,
+                           Action.DISABLE_LOGIN, Action.CLEAR_PASSWORD, Action.GRANT_MEMBERSHIP,
+                           Action.SET_ACTS_AS})
+#: Actions run inside the database, as the owner role (SET ROLE), after the server-level ones.
+CONTENT_ACTIONS = frozenset({Action.CREATE_EXTENSION, Action.UPDATE_EXTENSION, Action.DROP_EXTENSION,
+                             Action.CREATE_SCHEMA, Action.DROP_SCHEMA, Action.GRANT_CONNECT, Action.GRANT_USAGE,
+                             Action.GRANT_SELECT, Action.DEFAULT_PRIVILEGES})
 #: Actions that need CREATEDB.
 _CREATEDB_ACTIONS = frozenset({Action.CREATE_DATABASE, Action.SET_DATABASE_OWNER})
 #: Actions on an existing database (they need the owner's privileges).
@@ -196,10 +279,17 @@ class Step:
     """What was done, once it is (e.g. "database x created, owned by y")."""
     drift: bool = False
     """It repairs something changed out of band (worth a Warning Event)."""
+    role: str | None = None
+    """The role it concerns, when not the owner role (a login or the read-only role)."""
+    target: str | None = None
+    """The extension or schema it concerns."""
+    version: str | None = None
+    """CREATE/UPDATE EXTENSION: the version asked for."""
 
     def attempt(self, desired: DesiredDatabase) -> str:
         """What the step tries to do, for an error message (e.g. "create database x owned by y")."""
-        return _ATTEMPTS[self.action].format(role=desired.role, database=desired.database, owner=desired.owner)
+        return _ATTEMPTS[self.action].format(role=self.role or desired.role, database=desired.database,
+                                             owner=desired.owner, owner_role=desired.role, target=self.target)
 
 
 def _check_ownership(kind: str, name: str, marker: str | None, desired: DesiredDatabase) -> None:
@@ -277,8 +367,11 @@ def _role_steps(state: ServerState, desired: DesiredDatabase, password: Password
     if not role.admin_can_use:
         steps.append(Step(Action.GRANT_ROLE_TO_ADMIN, f"admin {admin} made a member of role {name} again",
                           drift=role.marker is not None))
-    if not role.can_login:
+    if not role.can_login and desired.owner_login:
         steps.append(Step(Action.ENABLE_LOGIN, f"role {name} allowed to log in again (LOGIN was removed)", drift=True))
+    if role.can_login and not desired.owner_login:
+        steps.append(Step(Action.DISABLE_LOGIN, f"LOGIN removed from role {name} (with AlternatingRoles only its "
+                                                "logins log in)", drift=role.marker is not None))
     if role.connection_limit != desired.connection_limit:
         steps.append(Step(Action.SET_CONNECTION_LIMIT,
                           f"connection limit of role {name} set to {desired.connection_limit} "
@@ -301,6 +394,8 @@ def _password_step(role: str, password: PasswordAction) -> Step | None:
                         drift=True)
         case PasswordAction.ROTATE:
             return Step(Action.SET_PASSWORD, f"password of role {role} rotated")
+        case PasswordAction.CLEAR:
+            return Step(Action.CLEAR_PASSWORD, f"password of role {role} removed (retired login)")
     return None
 
 
@@ -327,6 +422,111 @@ def _database_steps(state: ServerState, desired: DesiredDatabase, previously_cre
         steps.append(Step(Action.MARK_DATABASE,
                           f"existing database {name} adopted (marked as managed by {desired.owner})"))
     return tuple(steps)
+
+
+@dataclass(frozen=True)
+class AuxRoleState:
+    """An existing login or read-only role as the admin sees it."""
+
+    name: str
+    can_login: bool
+    connection_limit: int
+    expires: bool
+    marker: str | None
+    member_of_owner: bool
+    """It is a member of the owner role (logins must be)."""
+    acts_as: str | None
+    """The role its sessions SET at login (``ALTER ROLE ... SET role``), if any."""
+    admin_option: bool = True
+    """PostgreSQL 16+: the admin holds the ADMIN option on it (15: always true)."""
+    attributes: tuple[str, ...] = ()
+    """Which of PRIVILEGED_ATTRIBUTES it has."""
+
+
+@dataclass(frozen=True)
+class AuxRoles:
+    """The states of the aux roles (None: missing) and what to do with each one's password."""
+
+    states: Mapping[str, AuxRoleState | None] = field(default_factory=dict)
+    passwords: Mapping[str, PasswordAction] = field(default_factory=dict)
+    previously_created: frozenset[str] = frozenset()
+    """Roles the resource's status says were made before (a missing one was dropped out of band)."""
+
+
+def plan_aux_roles(aux: AuxRoles, desired: DesiredDatabase) -> tuple[Step, ...]:
+    """The steps for the logins (AlternatingRoles) and the read-only role: created, marked, kept as desired.
+
+    These names are the operator's own derivations: an existing role of such a name without our marker is never
+    adopted (NameConflict), whatever spec.adopt says.
+    """
+    steps: list[Step] = []
+    for name in desired.aux_roles:
+        state = aux.states.get(name)
+        login = name in desired.logins or desired.read_only_login
+        action = aux.passwords.get(name, PasswordAction.KEEP)
+        steps.extend(_aux_role_steps(name, state, desired, login=login, password=action,
+                                     recreated=name in aux.previously_created))
+    return tuple(steps)
+
+
+def _aux_role_steps(name: str, state: AuxRoleState | None, desired: DesiredDatabase, *, login: bool,
+                    password: PasswordAction, recreated: bool) -> list[Step]:
+    member = name in desired.logins
+    what = "login role" if member else "read-only role"
+    if state is None:
+        created = (f"{what} {name} recreated (it was dropped out of band)" if recreated
+                   else f"{what} {name} created")
+        steps = [Step(Action.CREATE_ROLE, created, drift=recreated, role=name),
+                 Step(Action.MARK_ROLE, f"role {name} marked as managed by {desired.owner}", role=name)]
+        if member:
+            steps += [Step(Action.GRANT_MEMBERSHIP, f"role {name} made a member of role {desired.role}", role=name),
+                      Step(Action.SET_ACTS_AS, f"sessions of role {name} act as role {desired.role}", role=name)]
+        return steps
+    if state.marker != desired.marker:
+        _check_ownership("role", name, state.marker, desired)
+        raise NameConflict(f"role {name!r} already exists and was not created by the operator for {desired.owner}: "
+                           f"it is not taken over (rename or drop it)")
+    if "SUPERUSER" in state.attributes:
+        raise NameConflict(f"role {name!r} is a superuser; the operator does not manage superusers")
+    steps = []
+    if state.can_login != login:
+        action = Action.ENABLE_LOGIN if login else Action.DISABLE_LOGIN
+        change = "allowed to log in again" if login else "no longer allowed to log in"
+        steps.append(Step(action, f"role {name} {change}", drift=login, role=name))
+    if state.connection_limit != desired.connection_limit:
+        steps.append(Step(Action.SET_CONNECTION_LIMIT, f"connection limit of role {name} set to "
+                          f"{desired.connection_limit} (was {state.connection_limit})", drift=True, role=name))
+    if state.expires:
+        steps.append(Step(Action.CLEAR_EXPIRY, f"password expiry of role {name} removed", drift=True, role=name))
+    if member and not state.member_of_owner:
+        steps.append(Step(Action.GRANT_MEMBERSHIP, f"role {name} made a member of role {desired.role} again",
+                          drift=True, role=name))
+    if member and state.acts_as != desired.role:
+        steps.append(Step(Action.SET_ACTS_AS, f"sessions of role {name} act as role {desired.role} again",
+                          drift=True, role=name))
+    step = _password_step(name, password)
+    if step is not None:
+        steps.append(Step(step.action, step.message, drift=step.drift, role=name))
+    return steps
+
+
+def check_aux_privileges(state: ServerState, aux: AuxRoles, desired: DesiredDatabase,
+                         steps: tuple[Step, ...]) -> None:
+    """The aux role steps need CREATEROLE, and on 16+ the ADMIN option on each existing aux role."""
+    admin = state.admin
+    if admin.superuser or not steps:
+        return
+    missing: list[str] = []
+    if not admin.createrole:
+        missing.append(f"CREATEROLE (to {steps[0].attempt(desired)})")
+    if state.version_num >= 160000:
+        for step in steps:
+            existing = aux.states.get(step.role or "")
+            if existing is not None and not existing.admin_option:
+                missing.append(f"the ADMIN option on role {existing.name} (to {step.attempt(desired)})")
+                break
+    if missing:
+        raise InsufficientPrivilege(f"admin {admin.name} lacks {'; '.join(missing)}: nothing was changed")
 
 
 def check_privileges(state: ServerState, desired: DesiredDatabase, steps: tuple[Step, ...]) -> None:
@@ -366,8 +566,9 @@ def check_privileges(state: ServerState, desired: DesiredDatabase, steps: tuple[
         raise InsufficientPrivilege(f"admin {admin.name} lacks {'; '.join(missing)}: nothing was changed")
 
 
-def plan_drop(state: ServerState, desired: DesiredDatabase) -> tuple[Step, ...]:
-    """The steps that drop the database (terminating its connections) and the role.
+def plan_drop(state: ServerState, desired: DesiredDatabase,
+              aux: Mapping[str, AuxRoleState | None] | None = None) -> tuple[Step, ...]:
+    """The steps that drop the database (terminating its connections), the logins and read-only role, then the role.
 
     Only objects carrying this resource's marker are dropped; anything else raises NameConflict.
     """
@@ -383,6 +584,12 @@ def plan_drop(state: ServerState, desired: DesiredDatabase) -> tuple[Step, ...]:
                           f"admin {state.admin.name} made a member of role {desired.role}"))
     if database is not None:
         steps.append(Step(Action.DROP_DATABASE, f"database {desired.database} dropped (connections terminated)"))
+    for name, other in (aux or {}).items():
+        if other is None:
+            continue
+        if other.marker != desired.marker:
+            raise NameConflict(f"role {name!r} is not marked as managed by {desired.owner}; refusing to drop it")
+        steps.append(Step(Action.DROP_ROLE, f"role {name} dropped", role=name))
     if role is not None:
         steps.append(Step(Action.DROP_ROLE, f"role {desired.role} dropped"))
     steps_t = tuple(steps)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .plan import Action, DesiredDatabase, Step
+from .plan import CONTENT_ACTIONS, Action, DesiredDatabase, Step
 
 #: Reading the world: one row, whatever exists - the admin's own attributes first (privileges are checked before any
 #: DDL), then the role and the database. On PostgreSQL 16+ membership must also allow SET ROLE (the CREATEROLE
@@ -63,15 +63,83 @@ DATABASE_SIZE = sql.SQL("SELECT pg_database_size(datname) FROM pg_database WHERE
 SERVER_VERSION = sql.SQL("SELECT current_setting('server_version')")
 
 
+#: The aux roles (logins, read-only role) of a resource, in the order of OBSERVE_AUX_COLUMNS; one row per name.
+OBSERVE_AUX = sql.SQL("""
+SELECT n.name,
+       r.rolname IS NOT NULL,
+       coalesce(r.rolcanlogin, false),
+       coalesce(r.rolconnlimit, -1),
+       coalesce(r.rolvaliduntil IS NOT NULL AND r.rolvaliduntil <> 'infinity'::timestamptz, false),
+       shobj_description(r.oid, 'pg_authid'),
+       coalesce(o.oid IS NOT NULL AND r.oid IS NOT NULL AND pg_has_role(r.oid, o.oid, 'MEMBER'), false),
+       (SELECT substr(c, 6) FROM pg_db_role_setting s, unnest(s.setconfig) c
+         WHERE s.setrole = r.oid AND s.setdatabase = 0 AND starts_with(c, 'role=')),
+       CASE WHEN r.oid IS NULL THEN true
+            WHEN current_setting('server_version_num')::int >= 160000
+            THEN pg_has_role(current_user, r.oid, 'USAGE WITH ADMIN OPTION') ELSE true END,
+       coalesce(r.rolsuper, false)
+FROM unnest(%(names)s::text[]) AS n(name)
+LEFT JOIN pg_roles r ON r.rolname = n.name
+LEFT JOIN pg_roles o ON o.rolname = %(owner)s
+""")
+OBSERVE_AUX_COLUMNS = ("name", "exists", "can_login", "connection_limit", "expires", "marker", "member_of_owner",
+                       "acts_as", "admin_option", "superuser")
+
+#: What the server offers for the listed extensions (read on the admin connection: the same in every database).
+AVAILABLE_EXTENSIONS = sql.SQL("""
+SELECT v.name::text, v.version::text, v.superuser, v.trusted, a.default_version::text
+FROM pg_available_extension_versions v JOIN pg_available_extensions a ON a.name = v.name
+WHERE v.name = ANY(%(names)s::text[])
+""")
+#: Inside the database: installed extensions (name, version, owner).
+CONTENT_EXTENSIONS = sql.SQL("SELECT extname::text, extversion, pg_get_userbyid(extowner)::text FROM pg_extension")
+#: Inside the database: schemas (name, owner), system schemas left out.
+CONTENT_SCHEMAS = sql.SQL("""
+SELECT nspname::text, pg_get_userbyid(nspowner)::text FROM pg_namespace
+WHERE NOT starts_with(nspname, 'pg_') AND nspname <> 'information_schema'
+""")
+#: Inside the database: what the read-only role may do (CONNECT; schemas with USAGE; schemas holding an owner's
+#: table it cannot read; the owner's default SELECT grant).
+CONTENT_READ_ONLY = sql.SQL("""
+SELECT has_database_privilege(%(ro)s, current_database(), 'CONNECT'),
+       ARRAY(SELECT nspname::text FROM pg_namespace WHERE has_schema_privilege(%(ro)s, oid, 'USAGE')),
+       ARRAY(SELECT DISTINCT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND pg_get_userbyid(c.relowner) = %(owner)s
+                AND NOT has_table_privilege(%(ro)s, c.oid, 'SELECT')),
+       EXISTS (SELECT 1 FROM pg_default_acl d, aclexplode(d.defaclacl) a
+                WHERE pg_get_userbyid(d.defaclrole) = %(owner)s AND d.defaclnamespace = 0 AND d.defaclobjtype = 'r'
+                  AND pg_get_userbyid(a.grantee) = %(ro)s AND a.privilege_type = 'SELECT')
+""")
+
+
 def statement(step: Step, desired: DesiredDatabase, verifier: str | None) -> sql.Composed:
-    """The one SQL statement of a step. ``verifier`` is required for CREATE_ROLE and SET_PASSWORD."""
-    role = sql.Identifier(desired.role)
+    """The one SQL statement of a step. ``verifier`` is required for CREATE_ROLE (of a login) and SET_PASSWORD.
+
+    A step with ``step.role`` concerns that role (a login, the read-only role); otherwise the owner role.
+    """
+    if step.action in CONTENT_ACTIONS:
+        return content_statement(step, desired)
+    role = sql.Identifier(step.role or desired.role)
     database = sql.Identifier(desired.database)
     match step.action:
         case Action.CREATE_ROLE:
+            login = desired.owner_login if step.role is None else (
+                step.role in desired.logins or desired.read_only_login)
+            password = sql.Literal(verifier) if verifier is not None else sql.SQL("NULL")
+            if login and step.role is None and verifier is None:
+                password = sql.Literal(_require(verifier))
             return sql.SQL(
-                "CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {} PASSWORD {}"
-            ).format(role, sql.Literal(desired.connection_limit), sql.Literal(_require(verifier)))
+                "CREATE ROLE {} WITH {} NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {} PASSWORD {}"
+            ).format(role, sql.SQL("LOGIN" if login else "NOLOGIN"), sql.Literal(desired.connection_limit),
+                     password)
+        case Action.DISABLE_LOGIN:
+            return sql.SQL("ALTER ROLE {} WITH NOLOGIN").format(role)
+        case Action.CLEAR_PASSWORD:
+            return sql.SQL("ALTER ROLE {} WITH PASSWORD NULL").format(role)
+        case Action.GRANT_MEMBERSHIP:
+            return sql.SQL("GRANT {} TO {}").format(sql.Identifier(desired.role), role)
+        case Action.SET_ACTS_AS:
+            return sql.SQL("ALTER ROLE {} SET role = {}").format(role, sql.Literal(desired.role))
         case Action.MARK_ROLE:
             return sql.SQL("COMMENT ON ROLE {} IS {}").format(role, sql.Literal(desired.marker))
         case Action.GRANT_ROLE_TO_ADMIN:
@@ -98,6 +166,39 @@ def statement(step: Step, desired: DesiredDatabase, verifier: str | None) -> sql
         case Action.DROP_ROLE:
             return sql.SQL("DROP ROLE IF EXISTS {}").format(role)
     raise AssertionError(f"unhandled action {step.action}")  # pragma: no cover
+
+
+def content_statement(step: Step, desired: DesiredDatabase) -> sql.Composed:
+    """The statement of a step inside the database (run after ``SET ROLE`` to the owner role)."""
+    target = sql.Identifier(step.target or "")
+    ro = sql.Identifier(step.role or "")
+    match step.action:
+        case Action.CREATE_EXTENSION:
+            version = sql.SQL(" VERSION {}").format(sql.Literal(step.version)) if step.version else sql.SQL("")
+            return sql.SQL("CREATE EXTENSION IF NOT EXISTS {}{}").format(target, version)
+        case Action.UPDATE_EXTENSION:
+            return sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(target, sql.Literal(step.version))
+        case Action.DROP_EXTENSION:
+            return sql.SQL("DROP EXTENSION IF EXISTS {}").format(target)
+        case Action.CREATE_SCHEMA:
+            return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(target)
+        case Action.DROP_SCHEMA:
+            return sql.SQL("DROP SCHEMA IF EXISTS {}").format(target)
+        case Action.GRANT_CONNECT:
+            return sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(desired.database), ro)
+        case Action.GRANT_USAGE:
+            return sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(target, ro)
+        case Action.GRANT_SELECT:
+            return sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(target, ro)
+        case Action.DEFAULT_PRIVILEGES:
+            return sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT SELECT ON TABLES TO {}").format(
+                sql.Identifier(desired.role), ro)
+    raise AssertionError(f"unhandled action {step.action}")  # pragma: no cover
+
+
+def set_role(role: str) -> sql.Composed:
+    """``SET ROLE <role>``."""
+    return sql.SQL("SET ROLE {}").format(sql.Identifier(role))
 
 
 def _require(verifier: str | None) -> str:

@@ -107,7 +107,10 @@ async def _drop(kube: Kube, pool: postgres.ServerPool, body: Mapping[str, Any], 
     if blocking:
         raise errors.TemporaryError(f"not dropping: still used by AitbcDatabase {', '.join(blocking)}",
                                     reason="DropRefused", delay=retry)
-    desired = postgres.DesiredDatabase.from_spec(spec, namespace=meta["namespace"], name=meta["name"])
+    status = AitbcDatabaseStatus.model_validate(body.get("status") or {})
+    desired = postgres.DesiredDatabase.from_spec(spec, namespace=meta["namespace"], name=meta["name"],
+                                                 read_only_made=status.read_only.role_name if status.read_only
+                                                 else None)
     return await postgres.drop(pool, access.info, desired)
 
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..models.base import parse_duration
-from ..models.database import AitbcDatabaseSpec, AitbcDatabaseStatus
+from ..models.database import AitbcDatabaseSpec, AitbcDatabaseStatus, RotationPhase, RotationStatus
 
 #: Annotation whose change rotates the password now (same effect as changing spec.password.rotationToken).
 ROTATE_ANNOTATION = "aitbc.io/rotate-password"
@@ -82,6 +82,56 @@ def next_rotation_in(spec: AitbcDatabaseSpec, status: AitbcDatabaseStatus, *, no
     return max(0.0, (status.last_rotation_time + period - now).total_seconds())
 
 
+#: Annotation whose change takes an on-demand dump (its value is the token: a new value, a new dump).
+BACKUP_ANNOTATION = "aitbc.io/backup-now"
+
+
+@dataclass(frozen=True)
+class LoginChoice:
+    """AlternatingRoles: which login the Secret holds after this reconcile, and what happens to the roles."""
+
+    active: str
+    """The login the Secret holds (and whose password it carries)."""
+    switch: bool
+    """The Secret switches to ``active`` with a new password in this reconcile."""
+    retire: str | None
+    """The previous login whose password is removed in this reconcile."""
+    status: RotationStatus
+    """The rotation status after this reconcile."""
+    postponed: bool = False
+    """A rotation was asked for while a switch waits for the consumers: it runs once that one is done."""
+
+
+def choose_login(logins: tuple[str, str], status: RotationStatus | None, secret_user: str | None,
+                 rotation: Rotation | None, *, consumers_current: bool, grace: timedelta,
+                 now: datetime) -> LoginChoice:
+    """One transition of the AlternatingRoles rotation (pure).
+
+    - Idle + a rotation (token, schedule): switch the Secret to the other login (new password; the previous one keeps
+      its password: consumers not rolled yet still connect) -> Switched.
+    - Switched: once every consumer runs on the new Secret, or ``grace`` after the switch, remove the previous login's
+      password -> Idle. A rotation asked for meanwhile is postponed until then.
+    - First creation or a lost Secret: the login the Secret named (``_a`` at first) gets a new password.
+    The Secret's ``username`` says which login is active (the Secret is the source of truth, as for passwords);
+    without one (deleted), the login status recorded: it gets a new password, the other stays as it was.
+    """
+    recorded = status.active_login if status is not None and status.active_login in logins else logins[0]
+    current = secret_user if secret_user in logins else recorded  # a Secret deleted: the login it held
+    other = logins[1] if current == logins[0] else logins[0]
+    state = status or RotationStatus(active_login=current)
+    if state.phase is RotationPhase.SWITCHED and state.previous_login in logins:
+        due = state.switched_at is None or now - state.switched_at >= grace
+        if consumers_current or due:
+            done = RotationStatus(phase=RotationPhase.IDLE, active_login=current)
+            return LoginChoice(current, False, state.previous_login, done, postponed=rotation is not None)
+        return LoginChoice(current, False, None, state, postponed=rotation in (Rotation.TOKEN, Rotation.SCHEDULE))
+    if rotation in (Rotation.TOKEN, Rotation.SCHEDULE):
+        switched = RotationStatus(phase=RotationPhase.SWITCHED, active_login=other, previous_login=current,
+                                  switched_at=now)
+        return LoginChoice(other, True, None, switched)
+    return LoginChoice(current, False, None, RotationStatus(active_login=current))
+
+
 @dataclass(frozen=True)
 class Claim:
     """What one AitbcDatabase claims on a server."""
@@ -95,6 +145,8 @@ class Claim:
     role: str
     created: str
     deleting: bool
+    roles: tuple[str, ...] = ()
+    """Every role it claims: the role, the AlternatingRoles logins, the read-only role (empty: just ``role``)."""
 
     @property
     def ref(self) -> str:
@@ -120,6 +172,7 @@ def claim_of(obj: Mapping[str, Any]) -> Claim | None:
         role=status.role_name or spec.effective_role_name,
         created=meta.get("creationTimestamp", ""),
         deleting=bool(meta.get("deletionTimestamp")),
+        roles=spec.managed_roles(),
     )
 
 
@@ -132,8 +185,8 @@ def _overlap(a: Claim, b: Claim) -> list[str]:
     found = []
     if a.database == b.database:
         found.append(f"database {a.database}")
-    if a.role == b.role:
-        found.append(f"role {a.role}")
+    shared = sorted(set(a.roles or (a.role,)) & set(b.roles or (b.role,)))
+    found.extend(f"role {role}" for role in shared)
     return found
 
 
