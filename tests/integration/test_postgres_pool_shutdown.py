@@ -26,7 +26,7 @@ def test_shutdown_stops_every_job_and_statement_that_has_not_started(pg15: PgTes
 
     def running_job(session: Session) -> None:
         sleeping.set()
-        session.query(sql.SQL("SELECT pg_sleep(0.5)"), doing="sleep")
+        session.query(sql.SQL("SELECT pg_sleep(1)"), doing="sleep")
         ran.append("after the sleep")
         session.query(sql.SQL("SELECT 1"), doing="the statement after the shutdown")
         ran.append("never")
@@ -38,8 +38,10 @@ def test_shutdown_stops_every_job_and_statement_that_has_not_started(pg15: PgTes
         pool = ServerPool()
         try:
             running = asyncio.ensure_future(pool.run(pg15.admin, running_job))
-            queued = [asyncio.ensure_future(pool.run(pg15.admin, queued_job)) for _ in range(3)]
             await asyncio.to_thread(sleeping.wait, 10)
+            # Queued once the connection is open: while it is being opened, other jobs are refused (ServerConnecting).
+            queued = [asyncio.ensure_future(pool.run(pg15.admin, queued_job)) for _ in range(3)]
+            await asyncio.sleep(0.05)
             # From another thread, as the lease's renewal thread calls it.
             await asyncio.to_thread(pool.shutdown)
             outcomes = await asyncio.gather(running, *queued, return_exceptions=True)
