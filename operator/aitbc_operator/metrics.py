@@ -42,7 +42,7 @@ KUBE_WRITES = Counter(
     "aitbc_kube_writes", "Kubernetes write requests of the operator's client.", ["verb", "resource"], registry=REGISTRY
 )
 
-ROLLOUT_PHASES = ("Idle", "RollingNode", "RollingRpc", "Stalled")
+ROLLOUT_PHASES = ("Idle", "RollingNode", "RollingRpc", "Stalled", "Held")
 
 
 @contextmanager
