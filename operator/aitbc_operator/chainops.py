@@ -34,11 +34,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from . import schedules
+from .builders.node_jobs import JobKind, JobRequest
 from .models.base import parse_duration
 from .models.chain_reports import BackupReport, MaintainReport, RestoreReport
 from .models.chainops import (
@@ -58,7 +59,6 @@ ANNOTATION_BACKUP_NOW = "aitbc.io/backup-now"
 ANNOTATION_MAINTAIN_NOW = "aitbc.io/maintain-now"
 #: A restore without spec.backup.timeout may stop node and RPC this long before it gives up.
 DEFAULT_RESTORE_LIMIT = 3600.0
-JobKind = Literal["backup", "restore-check", "restore", "maintain"]
 
 REASON_BACKUP_FAILED = "BackupFailed"
 REASON_BACKUP_BEFORE_MIGRATION = "BackupBeforeMigration"
@@ -113,22 +113,6 @@ class OpsSnapshot:
     migration_target: str | None
     """The configuration hash of a pending mempool migration (None: no migration pending)."""
     now: datetime
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """A Job to create (the builder makes its manifest; builders/node_jobs.py)."""
-
-    name: str
-    kind: JobKind
-    node_name: str
-    stamp: datetime
-    """Backups: the time in the copies' names."""
-    deadline: int
-    """activeDeadlineSeconds."""
-    chain: str | None = None
-    backup: str | None = None
-    trigger: str | None = None
 
 
 @dataclass

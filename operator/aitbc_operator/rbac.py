@@ -99,14 +99,20 @@ APPLICATION = Role(
              "Write the connection Secrets; read the admin and CA Secrets an AitbcDatabase references and the"
              " connection Secret an AitbcNode's mempool uses. Never deleted: a Secret outlives its database (Retain)."),
         Rule(("",), ("configmaps", "services", "persistentvolumeclaims"), _APPLIED,
-             "An AitbcNode's environment ConfigMaps, node and RPC Services and chain volume claim (read, then applied"
-             " when they differ). Never deleted: garbage collection removes them with their owner; the claim is kept."),
+             "An AitbcNode's environment ConfigMaps, node and RPC Services, chain volume and backup volume claims"
+             " (read, then applied when they differ). Never deleted: garbage collection removes them with their owner;"
+             " the claims are kept."),
         Rule(("apps",), ("statefulsets", "deployments"), _APPLIED_WATCHED,
              "An AitbcNode's node StatefulSet and RPC Deployment: watched for rollout progress, applied (rollouts"
              " patch their pod templates). Never deleted: garbage collection removes them with their owner."),
+        Rule(("batch",), ("jobs",), ("get", "list", "watch", "create"),
+             "An AitbcNode's backup, restore and maintenance Jobs: created once under a name fixed by the slot or the"
+             " request, watched for their end; their reports are read from the pods. Never patched (a Job's template"
+             " is immutable) nor deleted: ttlSecondsAfterFinished and garbage collection remove them."),
         Rule(("",), ("pods",), _READ,
-             "Read node and RPC pods: readiness, restarts and the init container's volume report (termination"
-             " message). Pods are never deleted; rollouts patch the pod templates."),
+             "Read node, RPC and Job pods: readiness, restarts, the node pod's IP (its chain-health sidecar), the init"
+             " container's and the Jobs' reports (termination messages). Pods are never deleted; rollouts patch the"
+             " pod templates."),
         Rule(("",), ("events",), ("list",),
              "Read the Events of an AitbcNode's node StatefulSet while its pod is missing: the StatefulSet controller"
              " says why it cannot create the pod (FailedCreate) only there (a StatefulSet has no ReplicaFailure"

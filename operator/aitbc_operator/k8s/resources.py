@@ -39,10 +39,11 @@ POD = Kind("v1", "Pod", "pods")
 EVENT = Kind("v1", "Event", "events")
 STATEFULSET = Kind("apps/v1", "StatefulSet", "statefulsets")
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
+JOB = Kind("batch/v1", "Job", "jobs")
 AITBC_DATABASE = Kind(f"{GROUP}/{VERSION}", "AitbcDatabase", "aitbcdatabases")
 AITBC_NODE = Kind(f"{GROUP}/{VERSION}", "AitbcNode", "aitbcnodes")
 
-BY_KIND = {k.kind: k for k in (CONFIGMAP, SECRET, SERVICE, PVC, POD, EVENT, STATEFULSET, DEPLOYMENT,
+BY_KIND = {k.kind: k for k in (CONFIGMAP, SECRET, SERVICE, PVC, POD, EVENT, STATEFULSET, DEPLOYMENT, JOB,
                                AITBC_DATABASE, AITBC_NODE)}
 
 

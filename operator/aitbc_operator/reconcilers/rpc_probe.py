@@ -35,22 +35,28 @@ class Height:
     error: str | None
 
 
-def _fetch(base_url: str, chain: str) -> Height:
-    url = f"{base_url}/rpc/head?{urllib.parse.urlencode({'chain_id': chain})}"
+def get_json(url: str, limit: int = 65536) -> tuple[object, str | None]:
+    """GET ``url`` (http/https, no redirects, short timeout): (decoded JSON, None) or (None, a short error)."""
     if not url.startswith(("http://", "https://")):
-        return Height(None, "bad url")
+        return None, "bad url"
     try:
         with _OPENER.open(url, timeout=TIMEOUT_SECONDS) as response:
-            payload = json.loads(response.read(65536))
+            return json.loads(response.read(limit)), None
     except urllib.error.HTTPError as exc:
         exc.close()
-        return Height(None, "redirect refused" if 300 <= exc.code < 400 else f"HTTP {exc.code}")
+        return None, "redirect refused" if 300 <= exc.code < 400 else f"HTTP {exc.code}"
     except TimeoutError:
-        return Height(None, "timeout")
+        return None, "timeout"
     except (OSError, urllib.error.URLError, ConnectionError):
-        return Height(None, "unreachable")
+        return None, "unreachable"
     except ValueError:
-        return Height(None, "bad response")
+        return None, "bad response"
+
+
+def _fetch(base_url: str, chain: str) -> Height:
+    payload, error = get_json(f"{base_url}/rpc/head?{urllib.parse.urlencode({'chain_id': chain})}")
+    if error is not None:
+        return Height(None, error)
     height = payload.get("height") if isinstance(payload, dict) else None
     if not isinstance(height, int) or isinstance(height, bool):
         return Height(None, "bad response")
