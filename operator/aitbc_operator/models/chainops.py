@@ -127,7 +127,7 @@ class RestoreSpec(Spec):
     """The chain to restore (one of chains)."""
     backup: str = Field(default="latest-verified", pattern=BACKUP_SELECTOR_PATTERN)
     """A copy's file name (``chain-20261201T020000Z-h123.db``), ``latest`` or ``latest-verified``."""
-    token: str = Field(min_length=1, max_length=63, pattern=TOKEN_PATTERN)
+    token: str = Field(pattern=TOKEN_PATTERN)
     """Identifies this request (change it to restore again)."""
 
 
