@@ -47,7 +47,7 @@ class HealthState:
                 outcome: IntegrityResult = "missing"
             else:
                 try:
-                    result = sq.integrity_check(db, "quick", timeout=5.0)
+                    result = sq.integrity_check(db, "quick", timeout=5.0, read_only=True)
                     outcome = "ok" if result is not None and result.ok else "corrupt"
                 except sq.VolumeError:
                     continue  # busy: try again next time
@@ -67,7 +67,8 @@ class HealthState:
         entry.size = db.stat().st_size
         entry.wal_size = wal.stat().st_size if wal.exists() else 0
         try:
-            entry.journal = sq.read_journal_mode(db, timeout=2.0)
+            with sq.connect(db, timeout=2.0, read_only=True) as conn:
+                entry.journal = sq.journal_mode(conn)
             entry.height = block_height(db)
         except (sq.VolumeError, sqlite3.Error) as exc:
             entry.error = str(exc).splitlines()[0][:200]
