@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,7 +274,8 @@ def _time(stamp: str) -> float:
 
 # --- stale RPC --------------------------------------------------------------------------------------------------------
 
-#: Appends N blocks to a chain database and prints the new MAX(height) (run as the data owner).
+#: Appends N blocks to a chain database and prints the new MAX(height) (run as the data owner, by the system Python:
+#: the virtualenv's interpreter lies under root's home).
 ADVANCE = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], timeout=10)
@@ -292,7 +292,7 @@ print(rows[-1][0])
 
 def _advance_file(db: Path, blocks: int) -> int:
     """Append blocks to the file at the path (what a node restarted on it would write); the new MAX(height)."""
-    done = subprocess.run([sys.executable, "-c", ADVANCE, str(db), str(blocks)], capture_output=True, text=True,
+    done = subprocess.run(["/usr/bin/python3", "-c", ADVANCE, str(db), str(blocks)], capture_output=True, text=True,
                           check=True, user=DATA_UID, group=DATA_UID)
     return int(done.stdout.strip())
 
