@@ -20,9 +20,9 @@ from .base import DNS_LABEL_PATTERN, DURATION_PATTERN, Quantity, Spec, Status, c
 from .chain_reports import BACKUP_SELECTOR_PATTERN, BackupCopy
 from .rules import cel_string
 
-#: Five fields, as CronJob's ``schedule`` (cronsim also reads ``@daily`` and friends).
-CRON_SHAPE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+( \S+){4})$"
-CRON_MESSAGE = "must be a cron expression of five fields (minute hour day-of-month month day-of-week) or @daily etc."
+#: Five fields, as CronJob's ``schedule``; cronsim then reads the fields themselves.
+CRON_SHAPE = r"^\S+( \S+){4}$"
+CRON_MESSAGE = "must be a cron expression of five fields (minute hour day-of-month month day-of-week)"
 TIME_ZONE_PATTERN = r"^[A-Za-z0-9_+\-/]+$"
 TOKEN_PATTERN = r"^[A-Za-z0-9]([-._A-Za-z0-9]{0,61}[A-Za-z0-9])?$"  # noqa: S105 (a request id, not a secret)
 
