@@ -445,14 +445,10 @@ async def _chains(
         heights = await head_heights(base_url, list(spec.chains))
     out = []
     for chain in spec.chains:
-        old = previous.get(chain)
+        old = previous.get(chain) or ChainStatus(chain_id=chain)
         h = heights.get(chain)
-        out.append(
-            ChainStatus(
-                chain_id=chain,
-                database_url=sqlite_url(spec.data_dir, chain),
-                height=h.height if h else (old.height if old else None),
-                height_error=h.error if h else (old.height_error if old else None),
-            )
-        )
+        fresh: dict[str, object] = {"database_url": sqlite_url(spec.data_dir, chain)}
+        if h is not None:
+            fresh |= {"height": h.height, "height_error": h.error}
+        out.append(old.model_copy(update=fresh))  # the sidecar's figures and staleSince carry over
     return out
