@@ -101,6 +101,10 @@ BENCH_COUNT ?= 200
 bench-db: venv system-deps cluster-bins ## AitbcDatabase benchmark: BENCH_COUNT resources to Ready vs the SQL floor, one idle drift pass
 	$(BIN)/python -m benchmarks.db_bench --count $(BENCH_COUNT) $(BENCH_ARGS)
 
+.PHONY: bench-chain
+bench-chain: venv system-deps ## chain day-2 on a 200 MB chain.db: backup time and writer stall vs a baseline, restore, VACUUM
+	$(BIN)/python -m benchmarks.chain_bench $(BENCH_ARGS)
+
 .PHONY: bench-node
 bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)
 	$(BIN)/python -m benchmarks.node_bench $(BENCH_ARGS)

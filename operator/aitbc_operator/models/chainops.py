@@ -170,6 +170,12 @@ class HealthSpec(Spec):
     volume_fill_percent: int = Field(default=90, ge=1, le=100)
     """A volume fuller than this raises the ChainHealthWarning condition."""
 
+    @field_validator("wal_limit")
+    @classmethod
+    def _storage_quantity(cls, value: int | str) -> int | str:
+        quantity_bytes(value)
+        return value
+
 
 # --- status -----------------------------------------------------------------------------------------------------------
 

@@ -403,6 +403,8 @@ class AitbcNodeSpec(Spec):
             raise ValueError(f"chainId {self.chain_id!r} must be one of chains {self.chains}")
         if self.restore is not None and self.restore.chain not in self.chains:
             raise ValueError(f"restore.chain {self.restore.chain!r} must be one of chains {self.chains}")
+        if self.health.enabled and self.health.port == self.node.port:
+            raise ValueError(f"health.port {self.health.port} is the node's port: the sidecar needs another one")
         return self
 
     @property
