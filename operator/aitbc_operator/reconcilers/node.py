@@ -317,9 +317,14 @@ async def _converge(
     _refuse_foreign(children, live)
 
     # --- act ----------------------------------------------------------------------------------------------------------
-    writes = [children.pvc, children.backup_pvc, children.node_configmap, children.node_service, children.rpc_service,
-              children.statefulset]
-    if decision.rpc is not None and decision.rpc_config_current:
+    # A hold that freezes the node (a migration waiting for its backup) keeps its StatefulSet and ConfigMap exactly as
+    # they are: rebuilt from the current spec they would carry the new configuration under the old hash.
+    node_frozen = decision.node_hash != desired_hash
+    writes = [children.pvc, children.backup_pvc, children.node_service, children.rpc_service]
+    if not node_frozen:
+        writes += [children.node_configmap, children.statefulset]
+    rpc_current = decision.rpc is not None and decision.rpc_config_current
+    if rpc_current:
         # Only onto the desired hash: an RPC left on an older one keeps its Deployment untouched (see the property).
         writes += [children.rpc_configmap, children.deployment]
     for manifest in writes:
@@ -327,6 +332,11 @@ async def _converge(
             _, written = await kube.apply_if_changed(manifest, live[_key(manifest)])
             if written:
                 outcome.written.append("/".join(_key(manifest)))
+    # What is not applied is still scaled as the holds say (replicas alone, the template untouched).
+    if node_frozen and await kube.scale(r.STATEFULSET, seen.statefulset, decision.node_replicas):
+        outcome.written.append("StatefulSet/replicas")
+    if not rpc_current and await kube.scale(r.DEPLOYMENT, seen.deployment, decision.rpc_replicas):
+        outcome.written.append("Deployment/replicas")
     if day2.ops.create is not None:
         refused = await node_ops.create_job(kube, body, spec, day2.ops.create, operator_image=operator_image)
         if refused:

@@ -156,7 +156,7 @@ async def health_report(pod: Obj | None, spec: AitbcNodeSpec) -> ChainHealthRepo
     host = f"[{ip}]" if ":" in ip else ip
     payload, error = await asyncio.to_thread(get_json, f"http://{host}:{spec.health.port}/chains", 262144)
     if error is not None:
-        log.info("chain-health sidecar of %s: %s", (pod or {}).get("metadata", {}).get("name"), error)
+        log.debug("chain-health sidecar of %s: %s", (pod or {}).get("metadata", {}).get("name"), error)
         return None
     try:
         return ChainHealthReport.model_validate(payload)
