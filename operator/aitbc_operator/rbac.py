@@ -105,11 +105,11 @@ APPLICATION = Role(
         Rule(("apps",), ("statefulsets", "deployments"), _APPLIED_WATCHED,
              "An AitbcNode's node StatefulSet and RPC Deployment: watched for rollout progress, applied (rollouts"
              " patch their pod templates). Never deleted: garbage collection removes them with their owner."),
-        Rule(("batch",), ("jobs",), _APPLIED_WATCHED,
-             "An AitbcNode's backup, restore and maintenance Jobs: created once (server-side apply, hence patch) under"
-             " a name fixed by the slot or the request, never applied again (a Job's template is immutable), watched"
-             " for their end; their reports are read from the pods. Never deleted: ttlSecondsAfterFinished and"
-             " garbage collection remove them."),
+        Rule(("batch",), ("jobs",), ("list", "watch", "create"),
+             "An AitbcNode's backup, restore and maintenance Jobs: listed and watched for their end, created once"
+             " (POST) under a name fixed by the slot or the request; their reports are read from the pods. Never"
+             " patched (a Job's template is immutable) nor deleted: ttlSecondsAfterFinished and garbage collection"
+             " remove them."),
         Rule(("",), ("pods",), _READ,
              "Read node, RPC and Job pods: readiness, restarts, the node pod's IP (its chain-health sidecar), the init"
              " container's and the Jobs' reports (termination messages). Pods are never deleted; rollouts patch the"

@@ -193,6 +193,13 @@ class Kube:
         )
         return result
 
+    async def create(self, obj: Obj) -> Obj:
+        """Create an object (POST) with the operator's field manager; ApiConflict when its name is taken."""
+        kind = kind_of(obj)
+        result: Obj = await self.request("POST", kind.path(obj["metadata"]["namespace"]), body=obj,
+                                         query=[("fieldManager", FIELD_MANAGER)])
+        return result
+
     async def apply_if_changed(self, obj: Obj, live: Obj | None) -> tuple[Obj, bool]:
         """Apply unless nothing would change; returns (object, whether written).
 

@@ -23,7 +23,7 @@ from .. import conditions, errors, node_policy
 from ..builders import node as b
 from ..builders.node_config import ANNOTATION_RPC_RESTARTS
 from ..chain_health import RPC_STALE, HealthDecision, HealthInput, decide_health
-from ..chainops import OpsDecision, decide_ops
+from ..chainops import JobState, OpsDecision, decide_ops
 from ..chainpaths import sqlite_url
 from ..k8s import resources as r
 from ..k8s.client import Kube, Obj
@@ -248,6 +248,7 @@ class _Day2:
 
     ops: OpsDecision
     health: HealthDecision
+    jobs: Mapping[str, JobState]
 
 
 async def _decide_day2(kube: Kube, body: Mapping[str, Any], spec: AitbcNodeSpec, status: AitbcNodeStatus,
@@ -270,7 +271,7 @@ async def _decide_day2(kube: Kube, body: Mapping[str, Any], spec: AitbcNodeSpec,
     health = decide_health(HealthInput(spec=spec.health, chains=chains, report=report,
                                        status=status.health or HealthStatus(), live_restarts=live_restarts,
                                        may_restart=may_restart, now=now, max_age=HEALTH_MAX_AGE))
-    return _Day2(ops, health)
+    return _Day2(ops, health, jobs)
 
 
 async def _converge(
@@ -338,7 +339,8 @@ async def _converge(
     if not rpc_current and await kube.scale(r.DEPLOYMENT, seen.deployment, decision.rpc_replicas):
         outcome.written.append("Deployment/replicas")
     if day2.ops.create is not None:
-        refused = await node_ops.create_job(kube, body, spec, day2.ops.create, operator_image=operator_image)
+        refused = await node_ops.create_job(kube, body, spec, day2.ops.create, day2.jobs,
+                                            operator_image=operator_image)
         if refused:
             outcome.events.append(("JobNameConflict", refused, True))
     outcome.events += _events(status, decision, day2)

@@ -23,7 +23,6 @@ from ..builders.node_workloads import NODE_CONTAINER
 from ..chainops import JobState, OpsSnapshot, Workloads
 from ..k8s import resources as r
 from ..k8s.client import Kube, Obj
-from ..k8s.ownership import ownership_conflict
 from ..models.chain_reports import ChainHealthReport
 from ..models.chainops import BackupStatus, MaintenanceStatus
 from ..models.node import ENV_MEMPOOL_DB_URL, AitbcNodeSpec, AitbcNodeStatus
@@ -130,21 +129,18 @@ def snapshot(body: Mapping[str, Any], spec: AitbcNodeSpec, status: AitbcNodeStat
     )
 
 
-async def create_job(kube: Kube, owner: Mapping[str, Any], spec: AitbcNodeSpec, request: JobRequest, *,
-                     operator_image: str) -> str | None:
-    """Create the Job unless one of that name exists (ours: adopted as it is, a Job's template is immutable).
-
-    Returns why not when the name is held by something that is not ours (a Warning Event: the run is not made, and
-    the decider, seeing no Job of ours, asks again next time).
-    """
-    manifest = node_jobs.day2_job(owner, spec, request, operator_image=operator_image)
-    live = await kube.get(r.JOB, owner["metadata"]["namespace"], request.name)
-    if live is not None:
-        return ownership_conflict(manifest, live)
+async def create_job(kube: Kube, owner: Mapping[str, Any], spec: AitbcNodeSpec, request: JobRequest,
+                     jobs: Mapping[str, JobState], *, operator_image: str) -> str | None:
+    """Create the Job unless it is among the AitbcNode's Jobs already (a Job is never applied again: its template is
+    immutable). A name taken by a Job that is not the AitbcNode's is refused by the apiserver (AlreadyExists) and
+    left alone; the returned message becomes a Warning Event (the decider, seeing no Job of ours, asks again)."""
+    if request.name in jobs:
+        return None
     try:
-        await kube.apply(manifest)
+        await kube.create(node_jobs.day2_job(owner, spec, request, operator_image=operator_image))
     except errors.ApiConflict:
-        return None  # created meanwhile: found next time
+        return (f"Job {request.name} already exists and was not made by AitbcNode {owner['metadata']['name']}:"
+                " refusing to take it over; the run waits until the name is free")
     return None
 
 
