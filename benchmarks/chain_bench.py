@@ -58,13 +58,12 @@ def fill(db: Path, size_mb: int) -> int:
     engine = create_engine(f"sqlite:///{db}")
     metadata.create_all(engine, tables=[block])
     height, batch = 0, 50000
-    with engine.begin() as conn:
-        while db.stat().st_size < size_mb * 2**20:
+    while db.stat().st_size < size_mb * 2**20:
+        with engine.begin() as conn:
             conn.execute(insert(block), [{"height": h, "hash": f"{h:064x}", "parent_hash": f"{h - 1:064x}",
                                           "chain_id": CHAIN, "timestamp": 1764547200 + h, "tx_count": h % 7}
                                          for h in range(height, height + batch)])
-            height += batch
-            conn.commit()
+        height += batch
     engine.dispose()
     subprocess.run(["sqlite3", str(db), "PRAGMA journal_mode=WAL;"], check=True, capture_output=True)
     return height

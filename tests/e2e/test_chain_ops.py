@@ -13,6 +13,7 @@ import json
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from tests.e2e.test_real_node import (
     wait_ready,
 )
 from tests.integration.test_node_operator import NODE, NODE_POD, Api, Recorder, condition
-from tests.realnode_fixtures import RealNamespace
+from tests.realnode_fixtures import OperatorPod, RealNamespace
 
 pytestmark = pytest.mark.timeout(900)
 #: The stand-in's uid (the data owner): files the test writes into the chain directory are written as it.
@@ -147,8 +148,21 @@ def assert_stopped_then_started_in_order(rec: Recorder) -> None:
 
 # --- backups ----------------------------------------------------------------------------------------------------------
 
+def operator_metrics(operator: OperatorPod) -> str:
+    """The operator pod's /metrics, by its pod IP."""
+    pod = operator.ready_pod()
+    assert pod is not None
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:9090/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def job_seconds(api: Api, name: str) -> float:
+    job = client.BatchV1Api(api.kube).read_namespaced_job(name, api.ns)
+    return float((job.status.completion_time - job.status.start_time).total_seconds())
+
+
 def test_scheduled_and_on_demand_backups_are_verified_and_height_stamped_while_the_node_writes(
-        api: Api, real_ns: RealNamespace) -> None:
+        api: Api, real_ns: RealNamespace, real_operator: OperatorPod) -> None:
     api.create("aitbcnodes", standin_node(real_ns, backup={"schedule": "* * * * *", "volume": {"size": "1Gi"},
                                                            "keep": {"count": 3}}))
     wait_ready(api, "the AitbcNode with a backup schedule")
@@ -169,6 +183,14 @@ def test_scheduled_and_on_demand_backups_are_verified_and_height_stamped_while_t
         assert copy["height"] > scheduled[chain]["height"], "the later copy holds the blocks written meanwhile"
     assert any("Manual backup" in m for m in events(api, "BackupSucceeded")), events(api, "BackupSucceeded")
     assert status_of(api, "backup", "manualToken") == "e2e-1"
+    job = next(j.metadata.name for j in client.BatchV1Api(api.kube).list_namespaced_job(api.ns).items
+               if j.metadata.labels.get("aitbc.io/trigger") == "Manual")
+    print(f"\non-demand backup Job of 2 small chains: {job_seconds(api, job):.0f} s from start to completion")
+    # The series only a real node produces (tests/integration/test_rbac_usage.py leaves them to this test).
+    labels = f'namespace="{api.ns}",name="{NODE}",chain="{CHAINS[0]}"'
+    wait_until(lambda: all(f"{series}{{{labels}}}" in operator_metrics(real_operator) for series in (
+        "aitbc_backup_last_success_timestamp_seconds", "aitbc_backup_last_size_bytes", "aitbc_chain_file_height",
+        "aitbc_chain_rpc_height", "aitbc_chain_wal_bytes")), 30, "the backup and chain series on /metrics")
 
 
 def test_adding_the_mempool_database_backs_up_every_chain_before_the_node_rolls(
