@@ -115,6 +115,9 @@ class BackupSpec(Scheduled):
     """Run integrity_check on every copy; a copy that fails it is a failed backup."""
     timeout: str = Field(default="1h", pattern=DURATION_PATTERN, max_length=32)
     """A backup Job running longer is stopped (activeDeadlineSeconds) and counts as failed."""
+    before_migration: bool = True
+    """Back up every chain before adding or removing mempool.databaseRef rolls the node (the runbook's rule; also
+    done without spec.backup, into the chain volume's backups/). False: roll at once."""
 
 
 class RestoreSpec(Spec):

@@ -77,8 +77,9 @@ async def read_jobs(kube: Kube, namespace: str, owner: str, status: AitbcNodeSta
 
 def migration_target(statefulset: Obj | None, spec: AitbcNodeSpec, desired_hash: str) -> str | None:
     """The desired hash when it moves the mempool between SQLite and PostgreSQL (the node's template has
-    MEMPOOL_DB_URL and the spec no databaseRef, or the other way round); None otherwise (or for a new node)."""
-    if statefulset is None:
+    MEMPOOL_DB_URL and the spec no databaseRef, or the other way round); None otherwise (or for a new node, or with
+    backup.beforeMigration off)."""
+    if statefulset is None or (spec.backup is not None and not spec.backup.before_migration):
         return None
     template = statefulset["spec"]["template"]
     hash_now = (template["metadata"].get("annotations") or {}).get(ANNOTATION_CONFIG_HASH)
