@@ -462,13 +462,13 @@ def decide_ops(snap: OpsSnapshot) -> OpsDecision:
     window = d.maintenance.window
     if d.backup.running is not None:
         _advance_backup(d, snap, d.backup.running)
-        _start_next_schedules_only(d, snap)
+        _refresh_next_slots(d, snap)
     elif d.restore is not None and not d.restore.done:
         d.restore = _advance_work(snap, d.restore, d)
-        _start_next_schedules_only(d, snap)
+        _refresh_next_slots(d, snap)
     elif window is not None and not window.done:
         d.maintenance.window = _advance_work(snap, window, d)
-        _start_next_schedules_only(d, snap)
+        _refresh_next_slots(d, snap)
     else:
         _start_next(d, snap)
     d.holds = _holds(d, snap)
@@ -483,7 +483,7 @@ def decide_ops(snap: OpsSnapshot) -> OpsDecision:
     return d
 
 
-def _start_next_schedules_only(d: OpsDecision, snap: OpsSnapshot) -> None:
+def _refresh_next_slots(d: OpsDecision, snap: OpsSnapshot) -> None:
     """Keep the next slot times current while something runs (due slots wait)."""
     spec = snap.spec
     if spec.backup is not None and spec.backup.schedule:
