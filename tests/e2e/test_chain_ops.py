@@ -187,7 +187,7 @@ def test_scheduled_and_on_demand_backups_are_verified_and_height_stamped_while_t
                if j.metadata.labels.get("aitbc.io/trigger") == "Manual")
     print(f"\non-demand backup Job of 2 small chains: {job_seconds(api, job):.0f} s from start to completion")
     # The series only a real node produces (tests/integration/test_rbac_usage.py leaves them to this test).
-    labels = f'namespace="{api.ns}",name="{NODE}",chain="{CHAINS[0]}"'
+    labels = f'chain="{CHAINS[0]}",name="{NODE}",namespace="{api.ns}"'
     wait_until(lambda: all(f"{series}{{{labels}}}" in operator_metrics(real_operator) for series in (
         "aitbc_backup_last_success_timestamp_seconds", "aitbc_backup_last_size_bytes", "aitbc_chain_file_height",
         "aitbc_chain_rpc_height", "aitbc_chain_wal_bytes")), 30, "the backup and chain series on /metrics")
@@ -340,7 +340,16 @@ def test_a_stale_rpc_is_detected_and_restarted_within_the_grace_period(api: Api,
     replaced = time.monotonic()
     assert (rpc_height(base) or 0) < top - 1000, "the RPC still reads the old file"
 
-    wait_until(lambda: condition(api.node(), "RpcStale")[0] == "True", grace + 60, "RpcStale=True")
+    try:
+        wait_until(lambda: condition(api.node(), "RpcStale")[0] == "True", grace + 60, "RpcStale=True")
+    except BaseException:
+        pod = api.pod(NODE_POD) or {}
+        print("status:", json.dumps(api.node().get("status"), indent=1, default=str))
+        print("rpc:", rpc_height(base), "file:", file_height(real_ns.chain_dir))
+        ip = (pod.get("status") or {}).get("podIP")
+        with urllib.request.urlopen(f"http://{ip}:8090/chains", timeout=5) as resp:
+            print("sidecar:", resp.read().decode())
+        raise
     wait_until(lambda: (p := api.pods("rpc")) and p[0]["metadata"]["uid"] != rpc_pod, 60, "the RPC restarted")
     wait_until(lambda: (rpc_height(base) or 0) >= top, 60, "the restarted RPC to serve the file's height")
     healed = time.monotonic() - replaced
