@@ -31,6 +31,8 @@ from .rpc_probe import get_json
 
 log = logging.getLogger(__name__)
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+#: The sidecar reads every chain database per request: on a busy host that takes longer than an RPC head lookup.
+HEALTH_TIMEOUT_SECONDS = 4.0
 
 
 def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -151,7 +153,8 @@ async def health_report(pod: Obj | None, spec: AitbcNodeSpec) -> ChainHealthRepo
     if not spec.health.enabled or not ip:
         return None
     host = f"[{ip}]" if ":" in ip else ip
-    payload, error = await asyncio.to_thread(get_json, f"http://{host}:{spec.health.port}/chains", 262144)
+    payload, error = await asyncio.to_thread(get_json, f"http://{host}:{spec.health.port}/chains", 262144,
+                                             HEALTH_TIMEOUT_SECONDS)
     if error is not None:
         log.debug("chain-health sidecar of %s: %s", (pod or {}).get("metadata", {}).get("name"), error)
         return None

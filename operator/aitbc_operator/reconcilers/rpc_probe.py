@@ -35,12 +35,12 @@ class Height:
     error: str | None
 
 
-def get_json(url: str, limit: int = 65536) -> tuple[object, str | None]:
+def get_json(url: str, limit: int = 65536, timeout: float = TIMEOUT_SECONDS) -> tuple[object, str | None]:
     """GET ``url`` (http/https, no redirects, short timeout): (decoded JSON, None) or (None, a short error)."""
     if not url.startswith(("http://", "https://")):
         return None, "bad url"
     try:
-        with _OPENER.open(url, timeout=TIMEOUT_SECONDS) as response:
+        with _OPENER.open(url, timeout=timeout) as response:
             return json.loads(response.read(limit)), None
     except urllib.error.HTTPError as exc:
         exc.close()

@@ -98,14 +98,19 @@ def retained(copies: list[BackupCopy], keep: int, max_age: timedelta | None, now
     return kept
 
 
+def max_height(conn: sqlite3.Connection) -> int | None:
+    """MAX(height) of the ``block`` table on an open connection (None: empty or no such table)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'block'").fetchone() is None:
+        return None
+    value = conn.execute("SELECT MAX(height) FROM block").fetchone()[0]
+    return None if value is None else int(value)
+
+
 def block_height(db: Path) -> int | None:
-    """MAX(height) of the ``block`` table (None: empty or no such table)."""
+    """MAX(height) of the ``block`` table of a database file (read-only)."""
     with sq.connect(db, read_only=True) as conn:
         conn.execute("PRAGMA query_only=ON")
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'block'").fetchone() is None:
-            return None
-        value = conn.execute("SELECT MAX(height) FROM block").fetchone()[0]
-    return None if value is None else int(value)
+        return max_height(conn)
 
 
 def _copy(opts: BackupOptions, src: Path, directory: Path, stamp: datetime) -> BackupCopy:

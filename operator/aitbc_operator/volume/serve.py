@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from .. import chainpaths
 from ..models.chain_reports import ChainHealth, ChainHealthReport, IntegrityResult
 from . import db as sq
-from .backup import block_height
+from .backup import max_height
 from .fs import filesystem_type
 from .prepare import utcnow
 
@@ -68,8 +68,9 @@ class HealthState:
         entry.wal_size = wal.stat().st_size if wal.exists() else 0
         try:
             with sq.connect(db, timeout=2.0, read_only=True) as conn:
+                conn.execute("PRAGMA query_only=ON")
                 entry.journal = sq.journal_mode(conn)
-            entry.height = block_height(db)
+                entry.height = max_height(conn)
         except (sq.VolumeError, sqlite3.Error) as exc:
             entry.error = str(exc).splitlines()[0][:200]
         return entry
