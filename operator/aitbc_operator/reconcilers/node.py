@@ -318,26 +318,7 @@ async def _converge(
     _refuse_foreign(children, live)
 
     # --- act ----------------------------------------------------------------------------------------------------------
-    # A hold that freezes the node (a migration waiting for its backup) keeps its StatefulSet and ConfigMap exactly as
-    # they are: rebuilt from the current spec they would carry the new configuration under the old hash.
-    node_frozen = decision.node_hash != desired_hash
-    writes = [children.pvc, children.backup_pvc, children.node_service, children.rpc_service]
-    if not node_frozen:
-        writes += [children.node_configmap, children.statefulset]
-    rpc_current = decision.rpc is not None and decision.rpc_config_current
-    if rpc_current:
-        # Only onto the desired hash: an RPC left on an older one keeps its Deployment untouched (see the property).
-        writes += [children.rpc_configmap, children.deployment]
-    for manifest in writes:
-        if manifest is not None:
-            _, written = await kube.apply_if_changed(manifest, live[_key(manifest)])
-            if written:
-                outcome.written.append("/".join(_key(manifest)))
-    # What is not applied is still scaled as the holds say (replicas alone, the template untouched).
-    if node_frozen and await kube.scale(r.STATEFULSET, seen.statefulset, decision.node_replicas):
-        outcome.written.append("StatefulSet/replicas")
-    if not rpc_current and await kube.scale(r.DEPLOYMENT, seen.deployment, decision.rpc_replicas):
-        outcome.written.append("Deployment/replicas")
+    outcome.written += await _write_children(kube, children, live, decision, desired_hash, seen)
     if day2.ops.create is not None:
         refused = await node_ops.create_job(kube, body, spec, day2.ops.create, day2.jobs,
                                             operator_image=operator_image)
@@ -362,6 +343,31 @@ async def _converge(
     outcome.phase = decision.status.phase
     outcome.status = new
     return outcome
+
+
+async def _write_children(kube: Kube, children: b.NodeChildren, live: Mapping[tuple[str, str], Obj | None],
+                          decision: RolloutDecision, desired_hash: str, seen: _Observed) -> list[str]:
+    """Apply what the rollout decision allows; what it does not is still scaled as the holds say. The writes made."""
+    written: list[str] = []
+    # A hold that freezes the node (a migration waiting for its backup) keeps its StatefulSet and ConfigMap exactly as
+    # they are: rebuilt from the current spec they would carry the new configuration under the old hash.
+    node_frozen = decision.node_hash != desired_hash
+    writes = [children.pvc, children.backup_pvc, children.node_service, children.rpc_service]
+    if not node_frozen:
+        writes += [children.node_configmap, children.statefulset]
+    rpc_current = decision.rpc is not None and decision.rpc_config_current
+    if rpc_current:
+        # Only onto the desired hash: an RPC left on an older one keeps its Deployment untouched (see the property).
+        writes += [children.rpc_configmap, children.deployment]
+    for manifest in writes:
+        if manifest is not None and (await kube.apply_if_changed(manifest, live[_key(manifest)]))[1]:
+            written.append("/".join(_key(manifest)))
+    # Replicas alone (a merge patch of that field), the template untouched.
+    if node_frozen and await kube.scale(r.STATEFULSET, seen.statefulset, decision.node_replicas):
+        written.append("StatefulSet/replicas")
+    if not rpc_current and await kube.scale(r.DEPLOYMENT, seen.deployment, decision.rpc_replicas):
+        written.append("Deployment/replicas")
+    return written
 
 
 def _events(status: AitbcNodeStatus, decision: RolloutDecision, day2: _Day2) -> list[tuple[str, str, bool]]:
