@@ -2,9 +2,10 @@
 
 - **Stale RPC**: a chain whose RPC head height stays behind the height in its file by more than
   ``health.staleRpc.threshold`` for longer than ``gracePeriod`` makes the AitbcNode ``RpcStale`` (condition and
-  Event). Unless ``restart`` is off, the RPC is restarted: at most once per grace period, and only while nothing
-  rolls or holds the workloads. The restart is a counter on the RPC's pod template (``aitbc.io/rpc-restarts``): the
-  count the template carries is the truth, so a lost status write cannot restart it twice.
+  Event) for as long as it lags. Unless ``restart`` is off, the RPC is restarted: at most once per grace period, and
+  only while nothing rolls or holds the workloads. The restart is a counter on the RPC's pod template
+  (``aitbc.io/rpc-restarts``): the count the template carries is the truth, so a lost status write cannot restart it
+  twice.
 - **WAL and disk**: a ``-wal`` above ``walLimit`` or a volume fuller than ``volumeFillPercent`` raises
   ``ChainHealthWarning``.
 - Figures older than three poll intervals (the sidecar stopped answering) make both conditions ``Unknown``.
@@ -133,9 +134,9 @@ def _judge_staleness(inp: HealthInput, d: HealthDecision) -> list[str]:
         d.rpc_restarts += 1
         d.status.rpc_restarts = d.rpc_restarts
         d.status.last_rpc_restart = inp.now
-        for chain in d.chains:
-            chain.stale_since = None
         message += "; restarting the RPC"
+    elif spec.restart and last is not None:
+        message += f"; the RPC was restarted at {last.isoformat()}"
     d.conditions.append((RPC_STALE, "True", RPC_STALE, message))
     d.events.append((RPC_STALE, message, True))
     return stale

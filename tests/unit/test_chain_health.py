@@ -40,7 +40,7 @@ def test_a_lag_within_the_threshold_is_current() -> None:
     assert d.chains[0].file_height == 100
 
 
-def test_a_lag_is_stale_only_after_the_grace_period_then_restarted_once() -> None:
+def test_a_lag_is_stale_only_after_the_grace_period_then_restarted_once_per_grace_period() -> None:
     d, conds = run(rpc=50, file_height=100)
     assert conds[RPC_STALE] == ("False", "RpcCurrent")  # lagging, but not for long enough
     assert d.chains[0].stale_since == T0
@@ -48,11 +48,19 @@ def test_a_lag_is_stale_only_after_the_grace_period_then_restarted_once() -> Non
     assert conds[RPC_STALE] == ("True", RPC_STALE)
     assert d2.rpc_restarts == 1
     assert d2.status.last_rpc_restart == T0 + timedelta(seconds=61)
-    assert d2.chains[0].stale_since is None  # a new grace period must pass before the next restart
     assert d2.events[0][0] == RPC_STALE
-    # Still stale right after the restart: a new grace period starts, no second restart within it.
-    d3, _ = run(rpc=55, file_height=115, now=T0 + timedelta(seconds=70), chains=d2.chains, status=d2.status, live=1)
+    # Still lagging right after the restart: still RpcStale, but no second restart within the grace period.
+    d3, conds = run(rpc=55, file_height=115, now=T0 + timedelta(seconds=70), chains=d2.chains, status=d2.status, live=1)
+    assert conds[RPC_STALE] == ("True", RPC_STALE)
     assert d3.rpc_restarts == 1
+    # A grace period after the first restart, still lagging: the second one.
+    d4, _ = run(rpc=55, file_height=120, now=T0 + timedelta(seconds=122), chains=d3.chains, status=d3.status, live=1)
+    assert d4.rpc_restarts == 2
+    # Caught up: current again.
+    d5, conds = run(rpc=120, file_height=120, now=T0 + timedelta(seconds=130), chains=d4.chains, status=d4.status,
+                    live=2)
+    assert conds[RPC_STALE] == ("False", "RpcCurrent")
+    assert d5.chains[0].stale_since is None
 
 
 def test_never_restarted_while_the_rollout_runs_or_a_hold_is_on() -> None:
