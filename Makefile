@@ -107,6 +107,9 @@ bench-db-isolation: venv system-deps cluster-bins ## 50 AitbcDatabases on a heal
 .PHONY: bench-watch
 bench-watch: venv cluster-bins ## operator RSS: empty cluster vs 5,000 unrelated 10 KiB Secrets + 2,000 Pods (own cluster)
 	$(BIN)/python -m benchmarks.watch_rss $(BENCH_ARGS)
+.PHONY: bench-chain
+bench-chain: venv system-deps ## chain day-2 on a 200 MB chain.db: backup time and writer stall vs a baseline, restore, VACUUM
+	$(BIN)/python -m benchmarks.chain_bench $(BENCH_ARGS)
 
 .PHONY: bench-node
 bench-node: venv cluster-bins ## AitbcNode rollout: config change -> node + RPC Ready, operator vs kubectl (own cluster)

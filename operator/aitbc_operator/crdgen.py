@@ -98,6 +98,7 @@ NODE = CrdInfo(
     status=AitbcNodeStatus,
     columns=(
         {"name": "Chains", "type": "string", "jsonPath": ".spec.chains"},
+        {"name": "Height", "type": "integer", "jsonPath": ".status.chains[0].fileHeight"},
         {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
         _condition_column("Ready", "Ready", "status"),
         _condition_column("Reason", "Ready", "reason"),

@@ -12,6 +12,13 @@ Series:
                                                  Secret or its password was gone)
   aitbc_rollout_phase{namespace, name, phase}    1 for the current rollout phase of each AitbcNode, 0 for the others
                                                  (Idle, RollingNode, RollingRpc, Stalled); removed with the AitbcNode
+  aitbc_backup_last_success_timestamp_seconds{namespace, name, chain}   when the newest copy of a chain was taken
+  aitbc_backup_last_size_bytes{namespace, name, chain}                  its size
+  aitbc_chain_file_height{namespace, name, chain}   MAX(height) in the chain database (the health sidecar's figure)
+  aitbc_chain_rpc_height{namespace, name, chain}    the RPC's head height
+  aitbc_chain_wal_bytes{namespace, name, chain}     size of the chain's -wal
+  aitbc_rpc_stale_restarts{namespace, name}         restarts of the RPC for staleness (the count on its template)
+                                                 (all removed with the AitbcNode)
   aitbc_kube_writes_total{verb, resource}        write requests of the operator's own API client (k8s/client.Kube:
                                                  server-side applies, status patches, the leader Lease), by HTTP verb
                                                  and resource, e.g. {verb="PATCH", resource="aitbcnodes/status"};
@@ -23,8 +30,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from .models.node import AitbcNodeStatus
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -44,7 +55,20 @@ KUBE_WRITES = Counter(
     "aitbc_kube_writes", "Kubernetes write requests of the operator's client.", ["verb", "resource"], registry=REGISTRY
 )
 
-ROLLOUT_PHASES = ("Idle", "RollingNode", "RollingRpc", "Stalled")
+_CHAIN_LABELS = ["namespace", "name", "chain"]
+BACKUP_LAST_SUCCESS = Gauge("aitbc_backup_last_success_timestamp_seconds", "When the newest copy of a chain was taken.",
+                            _CHAIN_LABELS, registry=REGISTRY)
+BACKUP_LAST_SIZE = Gauge("aitbc_backup_last_size_bytes", "Size of the newest copy of a chain.", _CHAIN_LABELS,
+                         registry=REGISTRY)
+CHAIN_FILE_HEIGHT = Gauge("aitbc_chain_file_height", "MAX(height) in the chain database.", _CHAIN_LABELS,
+                          registry=REGISTRY)
+CHAIN_RPC_HEIGHT = Gauge("aitbc_chain_rpc_height", "The RPC's head height.", _CHAIN_LABELS, registry=REGISTRY)
+CHAIN_WAL_BYTES = Gauge("aitbc_chain_wal_bytes", "Size of the chain's -wal.", _CHAIN_LABELS, registry=REGISTRY)
+RPC_STALE_RESTARTS = Gauge("aitbc_rpc_stale_restarts", "Restarts of the RPC for staleness.", ["namespace", "name"],
+                           registry=REGISTRY)
+_PER_CHAIN = (BACKUP_LAST_SUCCESS, BACKUP_LAST_SIZE, CHAIN_FILE_HEIGHT, CHAIN_RPC_HEIGHT, CHAIN_WAL_BYTES)
+
+ROLLOUT_PHASES = ("Idle", "RollingNode", "RollingRpc", "Stalled", "Held")
 
 
 @contextmanager
@@ -81,6 +105,34 @@ def set_rollout_phase(namespace: str, name: str, phase: str | None) -> None:
             continue
         with suppress(KeyError):
             ROLLOUT_PHASE.remove(namespace, name, candidate)
+
+
+def set_chain_figures(namespace: str, name: str, status: AitbcNodeStatus | None) -> None:
+    """Backup, height and WAL series of one AitbcNode from its status; None removes them (it was deleted)."""
+    for gauge in _PER_CHAIN:
+        for labels in [k for k in _label_sets(gauge) if k[:2] == (namespace, name)]:
+            gauge.remove(*labels)
+    with suppress(KeyError):
+        RPC_STALE_RESTARTS.remove(namespace, name)
+    if status is None:
+        return
+    backups = {c.chain: c for c in (status.backup.chains if status.backup else [])}
+    for chain in status.chains:
+        labels = (namespace, name, chain.chain_id)
+        copy = backups.get(chain.chain_id)
+        if copy is not None and copy.last_success is not None:
+            BACKUP_LAST_SUCCESS.labels(*labels).set(copy.last_success.time.timestamp())
+            BACKUP_LAST_SIZE.labels(*labels).set(copy.last_success.size)
+        for gauge, value in ((CHAIN_FILE_HEIGHT, chain.file_height), (CHAIN_RPC_HEIGHT, chain.height),
+                             (CHAIN_WAL_BYTES, chain.wal_size)):
+            if value is not None:
+                gauge.labels(*labels).set(value)
+    RPC_STALE_RESTARTS.labels(namespace, name).set(status.health.rpc_restarts if status.health else 0)
+
+
+def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
+    """The label values of every series a gauge has (prometheus-client keeps them in its _metrics dict)."""
+    return [tuple(key) for key in gauge._metrics]
 
 
 def serve(port: int) -> None:

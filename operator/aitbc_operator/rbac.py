@@ -102,23 +102,26 @@ APPLICATION = Role(
              " selector app.kubernetes.io/managed-by=aitbc-operator (RBAC cannot limit list/watch by label)."
              " Never deleted: a Secret outlives its database (Retain)."),
         Rule(("",), ("configmaps", "services", "persistentvolumeclaims"), _APPLIED,
-             "An AitbcNode's environment ConfigMaps, node and RPC Services and chain volume claim (read, then applied"
-             " when they differ). Never deleted: garbage collection removes them with their owner; the claim is kept."),
+             "An AitbcNode's environment ConfigMaps, node and RPC Services, chain volume and backup volume claims"
+             " (read, then applied when they differ). Never deleted: garbage collection removes them with their owner;"
+             " the claims are kept."),
         Rule(("apps",), ("statefulsets", "deployments"), _APPLIED_WATCHED,
              "An AitbcNode's node StatefulSet and RPC Deployment: watched for rollout progress, applied (rollouts"
              " patch their pod templates). Never deleted: garbage collection removes them with their owner. An"
              " AitbcDatabase's consumers (spec.consumers, not owned): read, their pod template stamped with the"
              " Secret's hash, their replicas set to zero and back during a restore."),
         Rule(("batch",), ("jobs",), _APPLIED_WATCHED,
-             "An AitbcDatabase's dump and restore Jobs (on demand, and each step of a restore): created with fixed"
-             " names, watched for their outcome (read from the pod's termination message). Never deleted: a TTL"
+             "An AitbcDatabase's dump and restore Jobs (on demand, and each step of a restore), an AitbcNode's"
+             " backup, restore and maintenance Jobs: created under fixed names (the slot or the request), watched"
+             " for their outcome (read from the pod's termination message or report). Never deleted: a TTL"
              " removes finished ones, garbage collection the rest with their owner."),
         Rule(("batch",), ("cronjobs",), ("get", "create", "patch", "delete"),
              "An AitbcDatabase's backup CronJob (spec.backup): applied, suspended during a restore, and deleted when"
              " spec.backup is removed (the dumps in the volume stay)."),
         Rule(("",), ("pods",), _READ,
-             "Read node and RPC pods: readiness, restarts and the init container's volume report (termination"
-             " message). Pods are never deleted; rollouts patch the pod templates."),
+             "Read node, RPC and Job pods: readiness, restarts, the node pod's IP (its chain-health sidecar), the init"
+             " container's and the Jobs' reports (termination messages). Pods are never deleted; rollouts patch the"
+             " pod templates."),
         Rule(("",), ("events",), ("list",),
              "Read the Events of an AitbcNode's node StatefulSet while its pod is missing: the StatefulSet controller"
              " says why it cannot create the pod (FailedCreate) only there (a StatefulSet has no ReplicaFailure"

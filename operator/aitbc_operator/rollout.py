@@ -20,6 +20,11 @@ and when its rollout started):
   count>`` of the node container) it was started after. When the Ready node pod is another incarnation
   (re-created or its container restarted), the RPC is rolled with the new marker: the runbook's stale-engine
   bug, fixed by construction.
+* Holds (:class:`Holds`, decided by :mod:`aitbc_operator.chainops` for backups, restores and maintenance windows)
+  come first: ``freeze_node`` keeps the node on the configuration it runs (a mempool migration waits for its
+  backup); ``stop_rpc`` scales the RPC to 0; ``stop_node`` scales the node to 0 once the RPC has no pod left (and
+  freezes both templates). Released, the node is scaled up first and the RPC only once the node is Ready. The phase
+  is ``Held`` meanwhile; a rollout after a hold starts a new clock.
 * If the node is not Ready on the target within the rollout timeout, the phase is ``Stalled`` and the AitbcNode
   ``Degraded``; the RPC stays where it is. A new desired hash starts a new rollout (and a new clock); the node
   becoming Ready resumes the rollout. An RPC whose Deployment exceeded its progress deadline (set to the same
@@ -55,6 +60,23 @@ REASON_RPC_STALLED = "RpcRolloutStalled"
 
 
 @dataclass(frozen=True)
+class Holds:
+    """What a backup, restore or maintenance window asks of the rollout (see the module docstring)."""
+
+    freeze_node: bool = False
+    stop_rpc: bool = False
+    stop_node: bool = False
+    reason: str = ""
+    """CamelCase condition reason while held, e.g. RestoreInProgress."""
+    message: str = ""
+
+    @property
+    def active(self) -> bool:
+        """Anything held."""
+        return self.freeze_node or self.stop_rpc or self.stop_node
+
+
+@dataclass(frozen=True)
 class NodePod:
     """The node pod as observed."""
 
@@ -81,6 +103,8 @@ class NodeObservation:
     current_revision: str | None
     update_revision: str | None
     pod: NodePod | None
+    replicas: int = 1
+    """spec.replicas (0 while a hold stops the node)."""
 
     @property
     def settled(self) -> bool:
@@ -158,6 +182,8 @@ class RolloutSnapshot:
     timeout: float
     """``spec.rolloutTimeout`` in seconds."""
     now: datetime
+    holds: Holds = Holds()
+    """What backups, restores and maintenance windows hold."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +221,10 @@ class RolloutDecision:
     """Node and RPC are Ready on the desired hash and nothing is pending."""
     requeue_after: float | None
     """Check again after this many seconds (None: no rollout in progress)."""
+    node_replicas: int = 1
+    """spec.replicas of the node StatefulSet (0 while held stopped)."""
+    rpc_replicas: int = 1
+    """spec.replicas of the RPC Deployment (0 while held stopped, and after that until the node is Ready)."""
 
     @property
     def rpc_config_current(self) -> bool:
@@ -204,8 +234,9 @@ class RolloutDecision:
         RPC stays on an older hash, its Deployment is left exactly as it is: rebuilt from the current spec it would
         already carry parts of the new configuration (the hostPath directory and node, the mount path, placement)
         under the old hash, i.e. be ahead of the node in substance, and restart although the node is not Ready.
+        (The desired hash, not the node's: a hold that freezes the node keeps the RPC where it is too.)
         """
-        return self.rpc is not None and self.rpc.config_hash == self.node_hash
+        return self.rpc is not None and self.rpc.config_hash == self.status.target_hash
 
 
 def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -227,6 +258,7 @@ def observe_node(statefulset: Mapping[str, Any] | None, pod: Mapping[str, Any] |
         current_revision=status.get("currentRevision"),
         update_revision=status.get("updateRevision"),
         pod=_observe_pod(pod),
+        replicas=int(spec.get("replicas", 1)),
     )
 
 
@@ -307,8 +339,28 @@ def _node_rolling(snap: RolloutSnapshot) -> bool:
     return node.pod is not None and node.pod.config_hash != snap.desired_hash
 
 
+def _node_replicas(snap: RolloutSnapshot) -> int:
+    """0 once a stop hold has the RPC down (and for as long as it holds), else 1."""
+    if not snap.holds.stop_node:
+        return 1
+    rpc_down = snap.rpc is None or (snap.rpc.replicas == 0 and snap.rpc.total_replicas == 0)
+    already = snap.node is not None and snap.node.replicas == 0
+    return 0 if rpc_down or already else 1
+
+
+def _rpc_replicas(snap: RolloutSnapshot) -> int:
+    """0 while held; an RPC left at 0 stays there until the node is Ready on the desired configuration."""
+    if snap.holds.stop_rpc or snap.holds.stop_node:
+        return 0
+    if snap.rpc is not None and snap.rpc.replicas == 0:
+        return 1 if snap.node is not None and snap.node.ready_on(snap.desired_hash) is not None else 0
+    return 1
+
+
 def _outcome(snap: RolloutSnapshot, rpc: RpcTarget | None, write_rpc: bool, started_at: datetime) -> _Outcome:
     desired = snap.desired_hash
+    if snap.holds.active:
+        return _Outcome("Held", snap.holds.reason, snap.holds.message, True, False, False, POLL_SECONDS)
     node_pod = snap.node.ready_on(desired) if snap.node is not None else None
     if node_pod is None:
         rpc_on_desired = rpc is not None and rpc.config_hash == desired
@@ -327,7 +379,8 @@ def _outcome(snap: RolloutSnapshot, rpc: RpcTarget | None, write_rpc: bool, star
                         f"rolling the node to configuration {desired}; the RPC stays on {old} until the node is Ready",
                         True, False, False, max(1.0, min(POLL_SECONDS, remaining)))
     current = snap.rpc
-    if write_rpc or current is None or not current.rollout_complete:
+    scaling_up = current is not None and current.replicas == 0
+    if write_rpc or current is None or not current.rollout_complete or scaling_up:
         if current is not None and not write_rpc and current.stalled:
             return _Outcome("Stalled", REASON_RPC_STALLED,
                             f"the RPC did not become available on configuration {desired} within its deadline",
@@ -356,10 +409,15 @@ def decide(snap: RolloutSnapshot) -> RolloutDecision:
     prev = snap.status
     desired = snap.desired_hash
     new_target = prev.target_hash != desired
-    fresh_start = new_target or prev.started_at is None or prev.phase == "Idle"
+    fresh_start = new_target or prev.started_at is None or prev.phase in ("Idle", "Held")
     started_at = snap.now if fresh_start else prev.started_at
     assert started_at is not None
-    write_node = snap.node is None or snap.node.template_hash != desired
+    holds = snap.holds
+    node_hash = desired
+    frozen = holds.freeze_node or holds.stop_rpc or holds.stop_node
+    if frozen and snap.node is not None and snap.node.template_hash:
+        node_hash = snap.node.template_hash
+    write_node = snap.node is None or snap.node.template_hash != node_hash
     rpc, write_rpc = _rpc_target(snap)
     outcome = _outcome(snap, rpc, write_rpc, started_at)
     if outcome.phase == "Idle" and not new_target and prev.started_at is not None:
@@ -367,14 +425,14 @@ def decide(snap: RolloutSnapshot) -> RolloutDecision:
     status = RolloutStatus(
         phase=outcome.phase,
         target_hash=desired,
-        node_hash=desired,
+        node_hash=node_hash,
         rpc_hash=rpc.config_hash if rpc is not None else None,
         node_restart_marker=rpc.node_restart_marker if rpc is not None else None,
         started_at=started_at,
         message=outcome.message,
     )
     return RolloutDecision(
-        node_hash=desired,
+        node_hash=node_hash,
         write_node=write_node,
         rpc=rpc,
         write_rpc=write_rpc,
@@ -386,4 +444,6 @@ def decide(snap: RolloutSnapshot) -> RolloutDecision:
         degraded=outcome.degraded,
         ready=outcome.ready,
         requeue_after=outcome.requeue_after,
+        node_replicas=_node_replicas(snap),
+        rpc_replicas=_rpc_replicas(snap),
     )

@@ -11,6 +11,7 @@ expected connection Secret (a fixed test password), backup CronJob, on-demand Jo
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 from aitbc_operator.builders.database import connection_secret, connection_secret_data
 from aitbc_operator.builders.database_backup import backup_cron_job, on_demand_job, restore_job
 from aitbc_operator.builders.node import MempoolDatabase, config_hash, node_children, node_environment
+from aitbc_operator.builders.node_jobs import JobRequest, day2_job
 from aitbc_operator.models.database import AitbcDatabaseSpec, AitbcDatabaseStatus
 from aitbc_operator.models.node import AitbcNodeSpec
 
@@ -32,6 +34,8 @@ INPUT_FILE = "input.yaml"
 OPERATOR_IMAGE = "ghcr.io/aitbc/aitbc-operator:0.1.0"
 #: The node pod incarnation the golden RPC follows (in the operator, the rollout decides it).
 NODE_RESTART_MARKER = "6f1c2d3e-0000-4000-8000-000000000001/0"
+#: The slot of the golden day-2 Jobs.
+SLOT = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
 
 def node_cases() -> list[Path]:
@@ -103,7 +107,26 @@ def render_node_case(case_dir: Path) -> dict[str, str]:
     }
     if children.pvc is not None:
         files["pvc-data.yaml"] = children.pvc
+    if children.backup_pvc is not None:
+        files["pvc-backups.yaml"] = children.backup_pvc
+    for request in day2_requests(spec):
+        files[f"job-{request.kind}.yaml"] = day2_job(owner, spec, request, operator_image=OPERATOR_IMAGE)
     return {name: _dump(obj) for name, obj in files.items()}
+
+
+def day2_requests(spec: AitbcNodeSpec) -> list[JobRequest]:
+    """One Job of each kind the case's spec allows, as the decider (chainops.py) would ask for them."""
+    requests = []
+    if spec.backup is not None:
+        requests.append(JobRequest("testnet-backup-20261201t020000z", "backup", "worker-1", SLOT, 3600,
+                                   trigger="Schedule"))
+    if spec.restore is not None:
+        for kind, suffix in (("restore-check", "check"), ("restore", "run")):
+            requests.append(JobRequest(f"testnet-restore-0a1b2c3d-{suffix}", kind, "worker-1", SLOT, 3600,  # type: ignore[arg-type]
+                                       chain=spec.restore.chain, backup=spec.restore.backup))
+    if spec.maintenance is not None:
+        requests.append(JobRequest("testnet-maint-20261201t030000z", "maintain", "worker-1", SLOT, 900))
+    return requests
 
 
 def stale_files(case_dir: Path) -> list[str]:

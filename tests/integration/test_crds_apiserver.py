@@ -423,6 +423,14 @@ RULE_CASES: dict[str, RuleCase] = {
                                                                      "value": "sqlite:////tmp/other.db"}]),
         "spec.node.env",
     ),
+    "node-restore-chain": RuleCase(
+        NODE, "restore.chain must be one of chains",
+        setter("spec.restore", {"chain": "ait-devnet", "token": "t1"}), "spec.restore.chain",
+    ),
+    "node-backup-schedule": RuleCase(
+        NODE, "schedule must be a cron expression of five fields (minute hour day-of-month month day-of-week)",
+        setter("spec.backup", {"schedule": "every night"}), "spec.backup.schedule",
+    ),
     "rpc-env-reserved": RuleCase(
         NODE, reserved_env_message("rpc"), setter("spec.rpc.env", [{"name": "REDIS_URL", "value": "redis://x"}]),
         "spec.rpc.env",

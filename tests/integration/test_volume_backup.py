@@ -71,10 +71,12 @@ def test_backup_while_another_process_writes_is_consistent(tmp_path: Path, write
     code, report = volume("backup", "--data-dir", str(data_dir), "--chains", "ait-mainnet")
 
     assert code == 0, report
-    (entry,) = report["backups"]
-    copy = Path(entry["path"])
-    assert copy.parent == data_dir / "backups" / "ait-mainnet"
-    assert entry["size"] == copy.stat().st_size > 0
+    (entry,) = report["chains"]
+    made = entry["copy"]
+    copy = data_dir / "backups" / "ait-mainnet" / made["name"]
+    assert made["size"] == copy.stat().st_size > 0
+    assert made["verified"] is True
+    assert made["name"].endswith(f"-h{made['height']}.db"), "named after the height in the copy"
     assert count(copy, "PRAGMA integrity_check") == ("ok",)
     blocks, max_height = count(copy, "SELECT COUNT(*), MAX(height) FROM block")
     assert blocks == max_height + 1 >= 1000
@@ -82,25 +84,39 @@ def test_backup_while_another_process_writes_is_consistent(tmp_path: Path, write
     assert count(copy, "SELECT COUNT(*) FROM tx WHERE height >= 1000") == (blocks - 1000,)
     assert count(copy, "PRAGMA journal_mode") == ("delete",), "a self-contained single file"
     assert max_height >= 1000, "taken while the writer was adding blocks"
+    assert max_height == made["height"]
     deadline = time.monotonic() + 30
     while count(writer, "SELECT MAX(height) FROM block")[0] <= max_height:
         assert time.monotonic() < deadline, "the writer stopped"
 
 
-def test_backup_keeps_the_newest_copies(tmp_path: Path) -> None:
+def test_backup_keeps_the_newest_copies_and_never_the_only_verified_one(tmp_path: Path) -> None:
     data_dir = tmp_path / "aitbc"
-    make_chain_db(data_dir / "data" / "ait-mainnet" / "chain.db", blocks=10)
+    db = make_chain_db(data_dir / "data" / "ait-mainnet" / "chain.db", blocks=10)
     made = []
-    for _ in range(4):
+    for hour in range(4):
         code, report = volume("backup", "--data-dir", str(data_dir), "--chains", "ait-mainnet,ait-testnet",
-                              "--keep", "2")
+                              "--keep", "2", f"--time=2026-12-01T0{hour}:00:00Z")
         assert code == 0
-        assert report["backups"][1] == {"chain": "ait-testnet", "skipped": "no database"}
-        made.append(Path(report["backups"][0]["path"]).name)
-
-    assert sorted(p.name for p in (data_dir / "backups" / "ait-mainnet").iterdir()) == sorted(made)[-2:]
-    assert len(set(made)) == 4
+        assert report["chains"][1] == {"chain": "ait-testnet", "skipped": "no database", "pruned": 0}
+        made.append(report["chains"][0]["copy"]["name"])
+    directory = data_dir / "backups" / "ait-mainnet"
+    assert sorted(p.name for p in directory.glob("chain-*.db")) == made[-2:]
     assert made == sorted(made), "name order is time order"
+    assert made[0] == "chain-20261201T000000Z-h9.db"
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["backups"]] == made[-2:]
+    assert all(len(e["sha256"]) == 64 and e["verified"] for e in manifest["backups"])
+
+    # Unverified copies (--no-verify) push the verified ones out, except the newest verified one.
+    for hour in range(4, 7):
+        code, report = volume("backup", "--data-dir", str(data_dir), "--chains", "ait-mainnet", "--keep", "2",
+                              "--no-verify", f"--time=2026-12-01T0{hour}:00:00Z")
+        assert code == 0
+        assert report["chains"][0]["copy"]["verified"] is False
+    kept = sorted(p.name for p in directory.glob("chain-*.db"))
+    assert kept == [made[-1], "chain-20261201T050000Z-h9.db", "chain-20261201T060000Z-h9.db"]
+    assert db.exists()
 
 
 def test_check_reports_the_runbook_query(tmp_path: Path) -> None:

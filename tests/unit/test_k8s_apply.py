@@ -70,3 +70,12 @@ def test_hand_edit_of_an_owned_field_is_reverted() -> None:
 def test_object_applied_before_digests_existed_is_written_once() -> None:
     live = copy.deepcopy(cm(A="1"))
     assert run(RecordingKube(), cm(A="1"), live)
+
+
+def test_status_patch_removes_nested_keys_explicitly() -> None:
+    """A merge patch keeps keys it does not mention: one removed from a nested object gets an explicit null."""
+    from aitbc_operator.k8s.client import _nulls_for_removed
+
+    current = {"backup": {"running": {"job": "j"}, "chains": [1]}, "volume": {"fs": "btrfs"}}
+    desired = {"backup": {"chains": [2]}}
+    assert _nulls_for_removed(current, desired) == {"backup": {"chains": [2], "running": None}, "volume": None}

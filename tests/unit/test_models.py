@@ -149,6 +149,15 @@ def test_node_defaults() -> None:
         ({"node": {"env": [{"name": "DATABASE_URL", "value": "postgresql://u:p@h/db"}]}}, "env", "SQLite"),
         ({"node": {"bogus": 1}}, "bogus", "Extra inputs"),
         ({"volumePrep": {"integrityCheck": "deep"}}, "integrityCheck", ""),
+        ({"backup": {"schedule": "0 25 * * *"}}, "backup.schedule", "Bad hour"),
+        ({"backup": {"schedule": "nightly"}}, "backup.schedule", ""),
+        ({"backup": {"timeZone": "Mars/Olympus"}}, "backup.timeZone", "not an IANA time zone"),
+        ({"backup": {"keep": {"count": 0}}}, "keep.count", "greater than or equal to 1"),
+        ({"maintenance": {"schedule": "0 3 * * 8"}}, "maintenance.schedule", "Bad day-of-week"),
+        ({"restore": {"chain": "ait-devnet", "token": "t"}}, "restore.chain", "must be one of chains"),
+        ({"restore": {"chain": "ait-mainnet", "token": "t", "backup": "newest"}}, "restore.backup", "pattern"),
+        ({"health": {"port": 8080}}, "health.port", "the node's port"),
+        ({"health": {"walLimit": "lots"}}, "walLimit", ""),
     ],
 )
 def test_bad_node_values_name_the_field(overrides: dict[str, object], field: str, expected: str) -> None:

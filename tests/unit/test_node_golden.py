@@ -14,7 +14,7 @@ import yaml
 from tests.golden.regen import INPUT_FILE, node_cases, render_node_case, stale_files
 
 CASES = node_cases()
-EXPECTED_CASES = {"hostpath", "pvc", "pvc-mempool", "least-privilege"}
+EXPECTED_CASES = {"hostpath", "pvc", "pvc-mempool", "least-privilege", "day2"}
 
 
 def test_every_case_is_present() -> None:
@@ -33,7 +33,15 @@ def test_golden_case_has_every_child(case_dir: Path) -> None:
     names = set(render_node_case(case_dir))
     base = {"configmap-node.yaml", "configmap-rpc.yaml", "statefulset-node.yaml", "service-node.yaml",
             "deployment-rpc.yaml", "service-rpc.yaml"}
-    assert names == (base | {"pvc-data.yaml"} if "pvc" in spec["storage"] else base)
+    if "pvc" in spec["storage"]:
+        base |= {"pvc-data.yaml"}
+    if "backup" in spec:
+        base |= {"pvc-backups.yaml", "job-backup.yaml"}
+    if "restore" in spec:
+        base |= {"job-restore-check.yaml", "job-restore.yaml"}
+    if "maintenance" in spec:
+        base |= {"job-maintain.yaml"}
+    assert names == base
 
 
 @pytest.mark.parametrize("case_dir", CASES, ids=[c.name for c in CASES])

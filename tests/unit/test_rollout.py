@@ -22,6 +22,7 @@ from aitbc_operator.rollout import (
     REASON_RPC_STALLED,
     REASON_WAITING_FOR_NODE,
     REASON_WAITING_FOR_RPC,
+    Holds,
     NodeObservation,
     NodePod,
     RolloutDecision,
@@ -555,3 +556,59 @@ def test_an_unavailable_rpc_is_waited_for_not_restarted() -> None:
     w.rpc_controller()
     assert w.reconcile().status.phase == "Idle"
     assert len(w.rpc_writes) == 1
+
+
+# --- holds (backups, restores, maintenance windows: chainops.py decides them) -----------------------------------------
+
+def _steady(replicas_rpc: int = 1, rpc_pods: int = 1, node_replicas: int = 1,
+            node_pod: NodePod | None = None) -> tuple[NodeObservation, RpcObservation]:
+    pod = node_pod if node_pod is not None else NodePod("uid-1", 0, True, "A", "rev-1")
+    node = NodeObservation("A", 1, 1, "rev-1", "rev-1", pod if node_replicas else None, replicas=node_replicas)
+    rpc = RpcObservation("A", pod.marker, 1, 1, replicas_rpc, rpc_pods, rpc_pods, rpc_pods)
+    return node, rpc
+
+
+def _decide_held(holds: Holds, node: NodeObservation, rpc: RpcObservation, desired: str = "A") -> RolloutDecision:
+    status = RolloutStatus(phase="Idle", target_hash="A", node_hash="A", rpc_hash="A", started_at=T0)
+    return decide(RolloutSnapshot(desired, status, node, rpc, TIMEOUT, T0, holds=holds))
+
+
+def test_stop_holds_take_the_rpc_down_first_and_the_node_only_once_the_rpc_has_no_pod() -> None:
+    node, rpc = _steady()
+    held = Holds(stop_rpc=True, stop_node=True, reason="RestoreInProgress")
+    first = _decide_held(held, node, rpc)
+    assert (first.rpc_replicas, first.node_replicas) == (0, 1)  # the RPC still has its pod: the node stays
+    assert first.status.phase == "Held"
+    assert first.reason == "RestoreInProgress"
+    node, rpc = _steady(replicas_rpc=0, rpc_pods=0)
+    second = _decide_held(held, node, rpc)
+    assert (second.rpc_replicas, second.node_replicas) == (0, 0)
+
+
+def test_on_release_the_node_comes_back_first_and_the_rpc_only_when_the_node_is_ready() -> None:
+    node, rpc = _steady(replicas_rpc=0, rpc_pods=0, node_replicas=0)
+    starting = _decide_held(Holds(stop_rpc=True), node, rpc)
+    assert (starting.node_replicas, starting.rpc_replicas) == (1, 0)
+    not_ready = replace(node, replicas=1, pod=NodePod("uid-2", 0, False, "A", "rev-1"))
+    released = _decide_held(Holds(), not_ready, rpc)
+    assert (released.node_replicas, released.rpc_replicas) == (1, 0)  # RPC waits for the node
+    ready = replace(not_ready, pod=NodePod("uid-2", 0, True, "A", "rev-1"))
+    back = _decide_held(Holds(), ready, rpc)
+    assert back.rpc_replicas == 1
+    assert back.rpc is not None
+    assert back.rpc.node_restart_marker == "uid-2/0"  # and it restarts after the new node incarnation
+    assert back.status.phase == "RollingRpc"
+
+
+def test_a_frozen_node_keeps_its_configuration_and_the_rpc_stays_put() -> None:
+    node, rpc = _steady()
+    d = _decide_held(Holds(freeze_node=True, reason="BackupBeforeMigration"), node, rpc, desired="B")
+    assert d.node_hash == "A"
+    assert not d.write_node
+    assert not d.write_rpc
+    assert not d.rpc_config_current  # the RPC's ConfigMap and Deployment are not rewritten from the new spec
+    assert d.status.phase == "Held"
+    released = decide(RolloutSnapshot("B", d.status, node, rpc, TIMEOUT, T0 + timedelta(hours=2)))
+    assert released.node_hash == "B"
+    assert released.status.started_at == T0 + timedelta(hours=2), "a rollout after a hold starts a new clock"
+    assert released.status.phase == "RollingNode"

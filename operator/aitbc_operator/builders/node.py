@@ -11,6 +11,8 @@ Children of AitbcNode ``<name>`` (all with explicit names and an owner reference
 ``<name>-node``       StatefulSet (one replica) and its headless Service
 ``<name>-rpc``        Deployment (one replica, Recreate) and its Service
 ``<name>-data``       PersistentVolumeClaim (pvc storage only)
+``<name>-backups``    PersistentVolumeClaim of the backups (``backup.destination: Volume``), never owned
+``<name>-backup-*``   Jobs of backups, restores (``-restore-*``) and maintenance windows (``-maint-*``): node_jobs.py
 ====================  ===================================================================
 """
 
@@ -42,6 +44,7 @@ from .node_config import (
     rpc_configmap,
     shadowed_env_names,
 )
+from .node_jobs import backup_pvc
 from .node_workloads import (
     INIT_CONTAINER,
     NODE_CONTAINER,
@@ -150,11 +153,12 @@ class NodeChildren:
     rpc_service: dict[str, Any]
     statefulset: dict[str, Any]
     deployment: dict[str, Any]
+    backup_pvc: dict[str, Any] | None = None
 
     def in_apply_order(self) -> list[dict[str, Any]]:
-        """All manifests, PVC and ConfigMaps first, the RPC last."""
-        items = [self.pvc, self.node_configmap, self.rpc_configmap, self.node_service, self.rpc_service,
-                 self.statefulset, self.deployment]
+        """All manifests, PVCs and ConfigMaps first, the RPC last."""
+        items = [self.pvc, self.backup_pvc, self.node_configmap, self.rpc_configmap, self.node_service,
+                 self.rpc_service, self.statefulset, self.deployment]
         return [m for m in items if m is not None]
 
 
@@ -167,6 +171,9 @@ def node_children(
     node_restart_marker: str,
     operator_image: str,
     mempool: MempoolDatabase | None = None,
+    node_replicas: int = 1,
+    rpc_replicas: int = 1,
+    rpc_restarts: int = 0,
 ) -> NodeChildren:
     """All children at once, for a fresh AitbcNode or a golden test.
 
@@ -175,14 +182,16 @@ def node_children(
     """
     return NodeChildren(
         pvc=chain_pvc(owner, spec),
+        backup_pvc=backup_pvc(owner, spec),
         node_configmap=node_configmap(owner, spec),
         rpc_configmap=rpc_configmap(owner, spec),
         node_service=node_service(owner, spec),
         rpc_service=rpc_service(owner, spec),
         statefulset=node_statefulset(
-            owner, spec, config_hash=node_hash, operator_image=operator_image, mempool=mempool
+            owner, spec, config_hash=node_hash, operator_image=operator_image, mempool=mempool, replicas=node_replicas,
         ),
         deployment=rpc_deployment(
-            owner, spec, config_hash=rpc_hash, node_restart_marker=node_restart_marker, mempool=mempool
+            owner, spec, config_hash=rpc_hash, node_restart_marker=node_restart_marker, mempool=mempool,
+            replicas=rpc_replicas, rpc_restarts=rpc_restarts,
         ),
     )

@@ -27,6 +27,8 @@ from .common import child_metadata, strip_framework_metadata
 ANNOTATION_CONFIG_HASH = "aitbc.io/config-hash"
 #: RPC pod-template annotation: the node pod incarnation (uid/restartCount) the RPC was last (re)started after.
 ANNOTATION_NODE_RESTART_MARKER = "aitbc.io/node-restart-marker"
+#: RPC pod-template annotation: restarts for staleness so far (chain_health.py); raising it restarts the RPC.
+ANNOTATION_RPC_RESTARTS = "aitbc.io/rpc-restarts"
 #: The operator's own annotation prefix: control annotations on the AitbcNode are not copied to its children.
 OWN_PREFIX = "aitbc.io/"
 
@@ -93,6 +95,11 @@ class NodeNames:
     def pvc(self) -> str:
         """The chain-data PersistentVolumeClaim (pvc storage only), ``<name>-data``."""
         return f"{self.owner}-data"
+
+    @property
+    def backup_pvc(self) -> str:
+        """The backup volume claim (``backup.destination: Volume``), ``<name>-backups``."""
+        return f"{self.owner}-backups"
 
 
 #: Longest AitbcNode name whose children are all valid: the StatefulSet's pods get the label

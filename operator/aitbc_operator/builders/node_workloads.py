@@ -17,6 +17,7 @@ from .common import LABEL_MANAGED_BY, LABEL_PART_OF, MANAGED_BY, selector_labels
 from .node_config import (
     ANNOTATION_CONFIG_HASH,
     ANNOTATION_NODE_RESTART_MARKER,
+    ANNOTATION_RPC_RESTARTS,
     COMPONENT_NODE,
     COMPONENT_RPC,
     MempoolDatabase,
@@ -32,6 +33,9 @@ VOLUME_NAME = "chain-data"
 NODE_CONTAINER = "node"
 RPC_CONTAINER = "rpc"
 INIT_CONTAINER = "volume-prep"
+HEALTH_CONTAINER = "chain-health"
+#: The sidecar reads file sizes and runs a quick_check now and then.
+HEALTH_RESOURCES: dict[str, Any] = {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "256Mi"}}
 HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
 #: Capabilities of the least-privilege init container: chown the tree, change flags on files it does not own,
 #: read/write whatever is there, and set inode flags (chattr).
@@ -106,7 +110,7 @@ def _app_container(
     return out
 
 
-def _init_security_context(privileged: bool) -> dict[str, Any]:
+def init_security_context(privileged: bool) -> dict[str, Any]:
     if privileged:
         return {"privileged": True, "runAsUser": 0}
     return {
@@ -143,9 +147,30 @@ def volume_prep_container(spec: AitbcNodeSpec, *, operator_image: str) -> dict[s
         "command": ["aitbc-operator", "volume", "prepare"],
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "resources": INIT_RESOURCES,
-        "securityContext": _init_security_context(prep.privileged),
+        "securityContext": init_security_context(prep.privileged),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
+        "volumeMounts": [{"name": VOLUME_NAME, "mountPath": spec.data_dir}],
+    }
+
+
+def health_sidecar(spec: AitbcNodeSpec, *, operator_image: str) -> dict[str, Any]:
+    """The read-only chain-health sidecar, ``aitbc-operator volume serve`` (the operator reads GET /chains by the node
+    pod's IP). It runs as the data owner, non-root, without capabilities, and opens the databases with mode=ro; the
+    volume is mounted read-write only because SQLite's WAL readers need the -shm file."""
+    port = spec.health.port
+    return {
+        "name": HEALTH_CONTAINER,
+        "image": spec.volume_prep.image or operator_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["aitbc-operator", "volume", "serve", f"--port={port}"],
+        "env": [{"name": "AITBC_DATA_DIR", "value": spec.data_dir}, {"name": "AITBC_CHAINS",
+                                                                       "value": ",".join(spec.chains)}],
+        "ports": [{"name": "chain-health", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "chain-health"}, "periodSeconds": 10,
+                           "timeoutSeconds": 3, "failureThreshold": 3},
+        "resources": HEALTH_RESOURCES,
+        "securityContext": {**_app_security_context(spec), "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": VOLUME_NAME, "mountPath": spec.data_dir}],
     }
 
@@ -157,15 +182,20 @@ def chain_volume(owner: Mapping[str, Any], spec: AitbcNodeSpec) -> dict[str, Any
     return {"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": names_of(owner).pvc}}
 
 
-def _host_affinity(spec: AitbcNodeSpec) -> dict[str, Any] | None:
-    """With hostPath storage: require the Kubernetes node holding the data (matched by name, not by a label)."""
-    if spec.storage.host_path is None:
-        return None
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [spec.storage.host_path.node_name]}]}
+def host_affinity_to(node_name: str) -> dict[str, Any]:
+    """Require the Kubernetes node of that name (matched by name, not by a label)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}
     return {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
 
 
-def _placement(spec: AitbcNodeSpec) -> dict[str, Any]:
+def _host_affinity(spec: AitbcNodeSpec) -> dict[str, Any] | None:
+    """With hostPath storage: require the Kubernetes node holding the data."""
+    if spec.storage.host_path is None:
+        return None
+    return host_affinity_to(spec.storage.host_path.node_name)
+
+
+def placement(spec: AitbcNodeSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if spec.placement.node_selector:
         out["nodeSelector"] = dict(sorted(spec.placement.node_selector.items()))
@@ -196,6 +226,7 @@ def node_statefulset(
     config_hash: str,
     operator_image: str,
     mempool: MempoolDatabase | None = None,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     """The node: a one-replica StatefulSet (a single SQLite writer) with the volume-preparation init container.
 
@@ -223,11 +254,12 @@ def node_statefulset(
     affinity = _host_affinity(spec)
     if affinity:
         pod_spec["affinity"] = {"nodeAffinity": affinity}
-    pod_spec |= _placement(spec)
+    pod_spec |= placement(spec)
     pod_spec |= {
         "terminationGracePeriodSeconds": NODE_TERMINATION_GRACE_SECONDS,
         "initContainers": [volume_prep_container(spec, operator_image=operator_image)],
-        "containers": [container],
+        "containers": [container, *([health_sidecar(spec, operator_image=operator_image)] if spec.health.enabled
+                                    else [])],
         "volumes": [chain_volume(owner, spec)],
     }
     return {
@@ -235,7 +267,7 @@ def node_statefulset(
         "kind": "StatefulSet",
         "metadata": child_meta(owner, names.statefulset, COMPONENT_NODE),
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "serviceName": names.node_service,
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},
@@ -264,6 +296,8 @@ def rpc_deployment(
     config_hash: str,
     node_restart_marker: str,
     mempool: MempoolDatabase | None = None,
+    replicas: int = 1,
+    rpc_restarts: int = 0,
 ) -> dict[str, Any]:
     """The RPC: a one-replica Deployment on the node's Kubernetes node, mounting the chain volume read-write.
 
@@ -272,6 +306,8 @@ def rpc_deployment(
     rollout decided (the hash the node is Ready on, the node pod incarnation the RPC follows); changing either
     restarts the RPC. ``progressDeadlineSeconds`` is the rollout timeout, so a stuck RPC is reported as such.
     ``mempool`` only decides which user env names are reserved (the RPC does not get MEMPOOL_DB_URL).
+    ``replicas`` is 0 while held stopped; ``rpc_restarts`` (chain_health.py), when above 0, is stamped on the template:
+    raising it restarts a stale RPC.
     """
     names = names_of(owner)
     owner_name = names.owner
@@ -289,14 +325,14 @@ def rpc_deployment(
         affinity["nodeAffinity"] = host
     pod_spec: dict[str, Any] = _pod_spec_common(spec)
     pod_spec["affinity"] = affinity
-    pod_spec |= _placement(spec)
+    pod_spec |= placement(spec)
     pod_spec |= {"containers": [container], "volumes": [chain_volume(owner, spec)]}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": child_meta(owner, names.deployment, COMPONENT_RPC),
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "strategy": {"type": "Recreate"},
             "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
             "progressDeadlineSeconds": rollout_timeout_seconds(spec),
@@ -307,6 +343,7 @@ def rpc_deployment(
                     "annotations": {
                         ANNOTATION_CONFIG_HASH: config_hash,
                         ANNOTATION_NODE_RESTART_MARKER: node_restart_marker,
+                        **({ANNOTATION_RPC_RESTARTS: str(rpc_restarts)} if rpc_restarts else {}),
                     },
                 },
                 "spec": pod_spec,

@@ -1,4 +1,4 @@
-"""kopf handlers for AitbcNode: spec changes, child changes (pods, StatefulSets, Deployments, Secrets) and a daemon.
+"""kopf handlers for AitbcNode: spec changes, child changes (pods, StatefulSets, Deployments, Jobs, Secrets), a daemon.
 
 Every trigger runs the same level-based reconcile (reconcilers.node) under the object's lock, on a fresh read of the
 AitbcNode. Child events make rollouts proceed as soon as the node pod turns Ready; the per-node daemon is the safety
@@ -49,6 +49,7 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
         )
         requeues(memo).request((namespace, name), outcome.requeue_after)
         metrics.set_rollout_phase(namespace, name, outcome.phase)
+        metrics.set_chain_figures(namespace, name, outcome.status)
         for reason, message, warning in outcome.events:
             event(body, reason, message, warning=warning)
 
@@ -70,6 +71,7 @@ async def node_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: A
     # set the series again after they were removed. Later ones see the deletionTimestamp and stop early.
     async with object_lock(memo, KIND, namespace, name):
         metrics.set_rollout_phase(namespace, name, None)
+        metrics.set_chain_figures(namespace, name, None)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
@@ -120,6 +122,12 @@ async def statefulset_event(namespace: str | None, labels: kopf.Labels, memo: ko
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
 async def deployment_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     """The RPC Deployment changed."""
+    await _from_child(memo, namespace, dict(labels))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_CHILD_LABELS)
+async def job_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """A backup, restore or maintenance Job changed (finished): its result goes to status at once."""
     await _from_child(memo, namespace, dict(labels))
 
 

@@ -232,6 +232,13 @@ class Kube:
         )
         return result
 
+    async def create(self, obj: Obj) -> Obj:
+        """Create an object (POST) with the operator's field manager; ApiConflict when its name is taken."""
+        kind = kind_of(obj)
+        result: Obj = await self.request("POST", kind.path(obj["metadata"]["namespace"]), body=obj,
+                                         query=[("fieldManager", FIELD_MANAGER)])
+        return result
+
     async def apply_if_changed(self, obj: Obj, live: Obj | None) -> tuple[Obj, bool]:
         """Apply unless nothing would change; returns (object, whether written).
 
@@ -257,6 +264,14 @@ class Kube:
             "PATCH", kind.path(namespace, name, subresource), body=patch, content_type="application/merge-patch+json"
         )
         return result
+
+    async def scale(self, kind: Kind, live: Mapping[str, Any] | None, replicas: int) -> bool:
+        """Set spec.replicas of a live workload (a merge patch of that field alone) unless it already has it."""
+        if live is None or (live.get("spec") or {}).get("replicas") == replicas:
+            return False
+        meta = live["metadata"]
+        await self.merge_patch(kind, meta["namespace"], meta["name"], {"spec": {"replicas": replicas}})
+        return True
 
     async def patch_status(self, kind: Kind, obj: Mapping[str, Any], status: Obj) -> bool:
         """Write `status` (merge patch on the status subresource) unless it equals the current one; returns written."""
@@ -289,9 +304,12 @@ def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _nulls_for_removed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Obj:
-    """Merge-patch body: desired, plus explicit nulls for top-level keys that must disappear."""
+    """Merge-patch body: desired, plus explicit nulls for keys that must disappear, at every level of nested objects
+    (a merge patch keeps a key it does not mention; lists are replaced whole)."""
     patch: Obj = dict(desired)
-    for key in current:
+    for key, value in current.items():
         if key not in desired:
             patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(desired[key], Mapping):
+            patch[key] = _nulls_for_removed(value, desired[key])
     return patch

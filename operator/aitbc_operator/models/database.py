@@ -7,9 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
+from .. import schedules
 from .base import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -334,7 +334,7 @@ class ConsumerSpec(Spec):
         return self
 
 
-#: Cron schedules as the CronJob controller reads them: five fields, or a macro. Checked again by croniter.
+#: Cron schedules as the CronJob controller reads them: five fields, or a macro; then schedules.check (cronsim).
 CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?-]+( [0-9A-Za-z*/,?-]+){4})$"
 #: Dump files in the backup volume: a plain file name (no directory, no leading dot).
 DUMP_FILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -364,9 +364,12 @@ class BackupSpec(Spec):
     @field_validator("schedule")
     @classmethod
     def _check_schedule(cls, value: str) -> str:
-        if not re.fullmatch(CRON_PATTERN, value) or not croniter.is_valid(value):
-            raise ValueError(f"backup.schedule {value!r} is not a cron schedule (five fields, or e.g. @daily)")
-        return value
+        try:
+            if not re.fullmatch(CRON_PATTERN, value):
+                raise ValueError("five fields, or e.g. @daily")
+            return schedules.check(value)
+        except ValueError as exc:
+            raise ValueError(f"backup.schedule {value!r} is not a cron schedule ({exc})") from None
 
     @field_validator("image")
     @classmethod

@@ -18,6 +18,16 @@ from .base import (
     cel,
     validations,
 )
+from .chainops import (
+    BackupSpec,
+    BackupStatus,
+    HealthSpec,
+    HealthStatus,
+    MaintenanceSpec,
+    MaintenanceStatus,
+    RestoreSpec,
+    WorkStatus,
+)
 from .rules import (
     FORBIDDEN_HOST_PATH_MESSAGE,
     IMAGE_REFERENCE,
@@ -346,6 +356,15 @@ class AitbcNodeSpec(Spec):
     (the RPC then stays on its previous configuration)."""
     service_account_name: str | None = Field(default=None, max_length=253)
     """ServiceAccount for node and RPC pods."""
+    backup: BackupSpec | None = None
+    """Scheduled and on-demand backups of every chain database. Without it, the backups a mempool migration takes
+    first go to the chain volume's backups/ directory."""
+    restore: RestoreSpec | None = None
+    """A restore request (one chain, one copy)."""
+    maintenance: MaintenanceSpec | None = None
+    """Maintenance windows (checkpoint, VACUUM, integrity check)."""
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    """The chain-health sidecar, stale-RPC detection, WAL and disk warnings."""
 
     model_config = Spec.model_config | {
         "json_schema_extra": validations(
@@ -355,6 +374,8 @@ class AitbcNodeSpec(Spec):
             # the operator's values win and reconcilers/node.py posts a Warning Event naming the ignored variables.
             _reserved_env_rule("node"),
             _reserved_env_rule("rpc"),
+            cel("!has(self.restore) || self.restore.chain in self.chains", "restore.chain must be one of chains",
+                field_path=".restore.chain"),
         )
     }
 
@@ -380,6 +401,10 @@ class AitbcNodeSpec(Spec):
     def _chain_id_in_chains(self) -> AitbcNodeSpec:
         if self.chain_id is not None and self.chain_id not in self.chains:
             raise ValueError(f"chainId {self.chain_id!r} must be one of chains {self.chains}")
+        if self.restore is not None and self.restore.chain not in self.chains:
+            raise ValueError(f"restore.chain {self.restore.chain!r} must be one of chains {self.chains}")
+        if self.health.enabled and self.health.port == self.node.port:
+            raise ValueError(f"health.port {self.health.port} is the node's port: the sidecar needs another one")
         return self
 
     @property
@@ -388,14 +413,15 @@ class AitbcNodeSpec(Spec):
         return self.chain_id or self.chains[0]
 
 
-RolloutPhase = Literal["Idle", "RollingNode", "RollingRpc", "Stalled"]
+RolloutPhase = Literal["Idle", "RollingNode", "RollingRpc", "Stalled", "Held"]
 
 
 class RolloutStatus(Status):
     """Progress of the coordinated rollout (node first, then RPC)."""
 
     phase: RolloutPhase = "Idle"
-    """Idle, RollingNode (node updating to targetHash), RollingRpc (node Ready, RPC updating) or Stalled."""
+    """Idle, RollingNode (node updating to targetHash), RollingRpc (node Ready, RPC updating), Stalled, or Held
+    (a backup, restore or maintenance window holds the node or the RPC: see backup, restore, maintenance)."""
     target_hash: str | None = None
     """The configuration hash being rolled out."""
     node_hash: str | None = None
@@ -421,6 +447,16 @@ class ChainStatus(Status):
     """RPC head height (GET /rpc/head?chain_id=...), when reachable."""
     height_error: str | None = None
     """Why the height could not be read (unreachable, timeout, bad response), if it could not."""
+    file_height: int | None = None
+    """MAX(height) in the chain database (from the health sidecar)."""
+    size: int | None = None
+    """chain.db bytes."""
+    wal_size: int | None = None
+    """chain.db-wal bytes."""
+    integrity: str | None = None
+    """The sidecar's last quick_check: ok, corrupt, missing."""
+    stale_since: datetime | None = None
+    """Since when the RPC has been behind the file by more than the threshold."""
 
 
 class AitbcNodeStatus(Status):
@@ -438,3 +474,11 @@ class AitbcNodeStatus(Status):
     """Per-chain information."""
     volume: VolumeReport | None = None
     """The init container's report on the chain volume (filesystem, NOCOW, journal mode, integrity, actions)."""
+    backup: BackupStatus | None = None
+    """Backups: the Job in flight, the last copy per chain, the next slot."""
+    restore: WorkStatus | None = None
+    """The current or last restore."""
+    maintenance: MaintenanceStatus | None = None
+    """Maintenance windows."""
+    health: HealthStatus | None = None
+    """Chain health: stale-RPC restarts, the sidecar's last answer."""

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter
 from pydantic import ValidationError
 
+from .. import schedules
 from ..builders.common import LABEL_COMPONENT, LABEL_OWNER
 from ..builders.database_backup import COMPONENT_BACKUP, backup_cron_job, cron_job_name, default_image, on_demand_job
 from ..k8s import resources as r
@@ -105,7 +105,7 @@ def image_for(spec: AitbcDatabaseSpec, server_version: str) -> str:
 
 def next_run(schedule: str, now: datetime) -> datetime:
     """The next start of a cron schedule after ``now`` (UTC)."""
-    return croniter(schedule, now.astimezone(UTC)).get_next(datetime).astimezone(UTC)
+    return schedules.next_slot(schedule, "UTC", now)
 
 
 async def converge_backup(kube: Kube, body: Mapping[str, Any], spec: AitbcDatabaseSpec, status: AitbcDatabaseStatus,

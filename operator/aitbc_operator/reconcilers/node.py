@@ -21,11 +21,15 @@ from pydantic import ValidationError
 
 from .. import conditions, errors, node_policy
 from ..builders import node as b
+from ..builders.node_config import ANNOTATION_RPC_RESTARTS
+from ..chain_health import RPC_STALE, HealthDecision, HealthInput, decide_health
+from ..chainops import JobState, OpsDecision, decide_ops
 from ..chainpaths import sqlite_url
 from ..k8s import resources as r
 from ..k8s.client import Kube, Obj
 from ..k8s.ownership import ownership_conflict
 from ..models.base import ConditionStatus
+from ..models.chainops import HealthStatus
 from ..models.database import AitbcDatabaseSpec
 from ..models.node import AitbcNodeSpec, AitbcNodeStatus, ChainStatus
 from ..models.volume_report import VolumeReport
@@ -42,6 +46,7 @@ from ..rollout import (
     observe_rpc,
 )
 from ..workload_health import WorkloadProblem, node_pod_missing, workload_problem
+from . import node_ops
 from .common import record_failure, validate_spec
 from .rpc_probe import Height, head_heights
 
@@ -53,6 +58,8 @@ STORAGE_READY = "StorageReady"
 REASON_RESERVED_ENV = "ReservedEnvIgnored"
 NODE_READY = "NodeReady"
 RPC_READY = "RpcReady"
+#: Seconds after which the health sidecar's last answer no longer counts (RpcStale and ChainHealthWarning Unknown).
+HEALTH_MAX_AGE = 120.0
 
 
 @dataclass
@@ -63,6 +70,8 @@ class NodeOutcome:
     phase: str = "Idle"
     written: list[str] = field(default_factory=list)
     status_written: bool = False
+    status: AitbcNodeStatus | None = None
+    """The status written (or found current)."""
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # (reason, message, warning)
 
 
@@ -170,6 +179,7 @@ class _Observed:
     statefulset: Obj | None
     pod: Obj | None
     deployment: Obj | None
+    rpc_service: Obj | None
 
 
 async def _observe(kube: Kube, namespace: str, names: b.NodeNames, spec: AitbcNodeSpec,
@@ -187,6 +197,7 @@ async def _observe(kube: Kube, namespace: str, names: b.NodeNames, spec: AitbcNo
         statefulset=await kube.get(r.STATEFULSET, namespace, names.statefulset),
         pod=await kube.get(r.POD, namespace, names.node_pod),
         deployment=await kube.get(r.DEPLOYMENT, namespace, names.deployment),
+        rpc_service=await kube.get(r.SERVICE, namespace, names.rpc_service),
     )
 
 
@@ -199,6 +210,7 @@ async def _live_children(kube: Kube, namespace: str, children: b.NodeChildren,
     """The live object of every child (None: absent); the workloads were read already."""
     live: dict[tuple[str, str], Obj | None] = {
         _key(children.statefulset): seen.statefulset, _key(children.deployment): seen.deployment,
+        _key(children.rpc_service): seen.rpc_service,
     }
     for manifest in children.in_apply_order():
         if _key(manifest) not in live:
@@ -230,6 +242,38 @@ async def _workload_problem(kube: Kube, namespace: str, seen: _Observed,
                             deployment=seen.deployment, rpc_pods=rpc_pods)
 
 
+@dataclass
+class _Day2:
+    """The day-2 decisions of one reconcile."""
+
+    ops: OpsDecision
+    health: HealthDecision
+    jobs: Mapping[str, JobState]
+
+
+async def _decide_day2(kube: Kube, body: Mapping[str, Any], spec: AitbcNodeSpec, status: AitbcNodeStatus,
+                       seen: _Observed, desired_hash: str, now: datetime, probe: bool) -> _Day2:
+    """Backups, restores, maintenance windows (chainops) and chain health (chain_health): read, then decide."""
+    namespace, owner = body["metadata"]["namespace"], body["metadata"]["name"]
+    node_obs, rpc_obs = observe_node(seen.statefulset, seen.pod), observe_rpc(seen.deployment)
+    jobs = await node_ops.read_jobs(kube, namespace, owner, status)
+    facts = await node_ops.workloads(kube, namespace, spec, node_ops.Seen(seen.statefulset, seen.pod, seen.deployment),
+                                     node_obs, rpc_obs, status.rollout.phase)
+    migration = node_ops.migration_target(seen.statefulset, spec, desired_hash)
+    ops = decide_ops(node_ops.snapshot(body, spec, status, jobs, facts, migration, now))
+    base_url = rpc_base_url(seen.rpc_service, spec.rpc.port)
+    chains = await _chains(spec, status, probe=probe and _rpc_ready(rpc_obs), base_url=base_url)
+    report = await node_ops.health_report(seen.pod, spec) if probe else None
+    live_restarts = int((((seen.deployment or {}).get("spec") or {}).get("template", {}).get("metadata", {})
+                         .get("annotations") or {}).get(ANNOTATION_RPC_RESTARTS, 0) or 0)
+    may_restart = (status.rollout.phase == "Idle" and not ops.holds.active and facts.rpc_available
+                   and facts.node_ready)
+    health = decide_health(HealthInput(spec=spec.health, chains=chains, report=report,
+                                       status=status.health or HealthStatus(), live_restarts=live_restarts,
+                                       may_restart=may_restart, now=now, max_age=HEALTH_MAX_AGE))
+    return _Day2(ops, health, jobs)
+
+
 async def _converge(
     kube: Kube,
     body: Mapping[str, Any],
@@ -251,6 +295,7 @@ async def _converge(
     node_obs, rpc_obs = observe_node(seen.statefulset, seen.pod), observe_rpc(seen.deployment)
 
     # --- decide -------------------------------------------------------------------------------------------------------
+    day2 = await _decide_day2(kube, body, spec, status, seen, desired_hash, now, probe_heights)
     decision = decide(
         RolloutSnapshot(
             desired_hash=desired_hash,
@@ -259,27 +304,75 @@ async def _converge(
             rpc=rpc_obs,
             timeout=float(b.rollout_timeout_seconds(spec)),
             now=now,
+            holds=day2.ops.holds,
         )
     )
     rpc_target = decision.rpc or RpcTarget(desired_hash, "")  # without a target the RPC's manifest is only checked
     children = b.node_children(
         body, spec, node_hash=decision.node_hash, rpc_hash=rpc_target.config_hash,
         node_restart_marker=rpc_target.node_restart_marker, operator_image=operator_image, mempool=mempool,
+        node_replicas=decision.node_replicas, rpc_replicas=decision.rpc_replicas,
+        rpc_restarts=day2.health.rpc_restarts,
     )
     live = await _live_children(kube, namespace, children, seen)
     _refuse_foreign(children, live)
 
     # --- act ----------------------------------------------------------------------------------------------------------
-    writes = [children.pvc, children.node_configmap, children.node_service, children.rpc_service, children.statefulset]
-    if decision.rpc is not None and decision.rpc_config_current:
+    outcome.written += await _write_children(kube, children, live, decision, desired_hash, seen)
+    if day2.ops.create is not None:
+        refused = await node_ops.create_job(kube, body, spec, day2.ops.create, day2.jobs,
+                                            operator_image=operator_image)
+        if refused:
+            outcome.events.append(("JobNameConflict", refused, True))
+    outcome.events += _events(status, decision, day2)
+    shadowed = b.shadowed_env_names(spec, mempool)
+    if shadowed and status.observed_generation != meta.get("generation"):
+        outcome.events.append((REASON_RESERVED_ENV, reserved_env_message(shadowed), True))
+
+    # --- status -------------------------------------------------------------------------------------------------------
+    problem = await _workload_problem(kube, namespace, seen, rpc_obs)
+    if problem is None and day2.ops.degraded is not None:
+        problem = WorkloadProblem(*day2.ops.degraded)
+    new = _status(body, status, decision, problem, seen.pod, node_obs, rpc_obs, now=now)
+    _day2_status(new, day2, now=now, generation=meta.get("generation"))
+    outcome.status_written = await kube.patch_status(r.AITBC_NODE, body, new.to_wire())
+    hints = [h for h in (decision.requeue_after, day2.ops.requeue_after) if h is not None]
+    outcome.requeue_after = min(hints) if hints else None
+    if problem is not None:
+        outcome.requeue_after = min(outcome.requeue_after or POLL_SECONDS, POLL_SECONDS)
+    outcome.phase = decision.status.phase
+    outcome.status = new
+    return outcome
+
+
+async def _write_children(kube: Kube, children: b.NodeChildren, live: Mapping[tuple[str, str], Obj | None],
+                          decision: RolloutDecision, desired_hash: str, seen: _Observed) -> list[str]:
+    """Apply what the rollout decision allows; what it does not is still scaled as the holds say. The writes made."""
+    written: list[str] = []
+    # A hold that freezes the node (a migration waiting for its backup) keeps its StatefulSet and ConfigMap exactly as
+    # they are: rebuilt from the current spec they would carry the new configuration under the old hash.
+    node_frozen = decision.node_hash != desired_hash
+    writes = [children.pvc, children.backup_pvc, children.node_service, children.rpc_service]
+    if not node_frozen:
+        writes += [children.node_configmap, children.statefulset]
+    rpc_current = decision.rpc is not None and decision.rpc_config_current
+    if rpc_current:
         # Only onto the desired hash: an RPC left on an older one keeps its Deployment untouched (see the property).
         writes += [children.rpc_configmap, children.deployment]
-    current = dict(live)
     for manifest in writes:
-        if manifest is not None:
-            current[_key(manifest)], written = await kube.apply_if_changed(manifest, live[_key(manifest)])
-            if written:
-                outcome.written.append("/".join(_key(manifest)))
+        if manifest is not None and (await kube.apply_if_changed(manifest, live[_key(manifest)]))[1]:
+            written.append("/".join(_key(manifest)))
+    # Replicas alone (a merge patch of that field), the template untouched.
+    if node_frozen and await kube.scale(r.STATEFULSET, seen.statefulset, decision.node_replicas):
+        written.append("StatefulSet/replicas")
+    if not rpc_current and await kube.scale(r.DEPLOYMENT, seen.deployment, decision.rpc_replicas):
+        written.append("Deployment/replicas")
+    return written
+
+
+def _events(status: AitbcNodeStatus, decision: RolloutDecision, day2: _Day2) -> list[tuple[str, str, bool]]:
+    """The rollout's RPC restart, the day-2 Events, and RpcStale once per stale episode (or restart)."""
+    events: list[tuple[str, str, bool]] = []
     restarted = (
         decision.write_rpc
         and decision.rpc is not None
@@ -287,22 +380,22 @@ async def _converge(
         and decision.rpc.node_restart_marker != status.rollout.node_restart_marker
     )
     if restarted:
-        outcome.events.append(("RestartingRpc", "the node restarted: restarting the RPC after it", False))
-    shadowed = b.shadowed_env_names(spec, mempool)
-    if shadowed and status.observed_generation != meta.get("generation"):
-        outcome.events.append((REASON_RESERVED_ENV, reserved_env_message(shadowed), True))
+        events.append(("RestartingRpc", "the node restarted: restarting the RPC after it", False))
+    events += day2.ops.events
+    was_stale = any(c.type == RPC_STALE and c.status == "True" for c in status.conditions)
+    restarting = day2.health.rpc_restarts > (status.health.rpc_restarts if status.health else 0)
+    events += [e for e in day2.health.events if restarting or not was_stale]
+    return events
 
-    # --- status -------------------------------------------------------------------------------------------------------
-    problem = await _workload_problem(kube, namespace, seen, rpc_obs)
-    new = _status(body, status, decision, problem, seen.pod, node_obs, rpc_obs, now=now)
-    base_url = rpc_base_url(current[_key(children.rpc_service)], spec.rpc.port)
-    new.chains = await _chains(spec, status, probe=probe_heights and _rpc_ready(rpc_obs), base_url=base_url)
-    outcome.status_written = await kube.patch_status(r.AITBC_NODE, body, new.to_wire())
-    outcome.requeue_after = decision.requeue_after
-    if problem is not None:
-        outcome.requeue_after = min(decision.requeue_after or POLL_SECONDS, POLL_SECONDS)
-    outcome.phase = decision.status.phase
-    return outcome
+
+def _day2_status(new: AitbcNodeStatus, day2: _Day2, *, now: datetime, generation: int | None) -> None:
+    """Backup, restore, maintenance, health and chains into the new status, with the health conditions."""
+    new.backup, new.restore, new.maintenance = day2.ops.backup, day2.ops.restore, day2.ops.maintenance
+    new.health = day2.health.status
+    new.chains = day2.health.chains
+    for type_, cond_status, reason, message in day2.health.conditions:
+        new.conditions = conditions.set_condition(new.conditions, type_, cond_status, reason,  # type: ignore[arg-type]
+                                                  message, now=now, generation=generation)
 
 
 def reserved_env_message(names: list[str]) -> str:
@@ -370,14 +463,10 @@ async def _chains(
         heights = await head_heights(base_url, list(spec.chains))
     out = []
     for chain in spec.chains:
-        old = previous.get(chain)
+        old = previous.get(chain) or ChainStatus(chain_id=chain)
         h = heights.get(chain)
-        out.append(
-            ChainStatus(
-                chain_id=chain,
-                database_url=sqlite_url(spec.data_dir, chain),
-                height=h.height if h else (old.height if old else None),
-                height_error=h.error if h else (old.height_error if old else None),
-            )
-        )
+        fresh: dict[str, object] = {"database_url": sqlite_url(spec.data_dir, chain)}
+        if h is not None:
+            fresh |= {"height": h.height, "height_error": h.error}
+        out.append(old.model_copy(update=fresh))  # the sidecar's figures and staleSince carry over
     return out

@@ -28,23 +28,40 @@ class Height:
     error: str | None
 
 
-async def _fetch(session: aiohttp.ClientSession, base_url: str, chain: str) -> Height:
-    url = f"{base_url}/rpc/head?{urllib.parse.urlencode({'chain_id': chain})}"
+def _session(total: float | None) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total), trust_env=False)
+
+
+async def _get(session: aiohttp.ClientSession, url: str, limit: int) -> tuple[object, str | None]:
     if not url.startswith(("http://", "https://")):
-        return Height(None, "bad url")
+        return None, "bad url"
     try:
         async with session.get(url, allow_redirects=False) as response:
             if 300 <= response.status < 400:
-                return Height(None, "redirect refused")
+                return None, "redirect refused"
             if response.status >= 400:
-                return Height(None, f"HTTP {response.status}")
-            payload = json.loads(await response.content.read(MAX_BODY))
+                return None, f"HTTP {response.status}"
+            return json.loads(await response.content.read(limit)), None
     except TimeoutError:
-        return Height(None, "timeout")
+        return None, "timeout"
     except (aiohttp.ClientError, OSError):
-        return Height(None, "unreachable")
+        return None, "unreachable"
     except ValueError:
-        return Height(None, "bad response")
+        return None, "bad response"
+
+
+async def get_json(url: str, limit: int = MAX_BODY) -> tuple[object, str | None]:
+    """GET ``url`` (http/https, no redirects): (decoded JSON, None) or (None, a short error). The caller bounds the
+    time (``asyncio.timeout``: a TimeoutError)."""
+    async with _session(None) as session:
+        return await _get(session, url, limit)
+
+
+async def _fetch(session: aiohttp.ClientSession, base_url: str, chain: str) -> Height:
+    url = f"{base_url}/rpc/head?{urllib.parse.urlencode({'chain_id': chain})}"
+    payload, error = await _get(session, url, MAX_BODY)
+    if error is not None:
+        return Height(None, error)
     height = payload.get("height") if isinstance(payload, dict) else None
     if not isinstance(height, int) or isinstance(height, bool):
         return Height(None, "bad response")
@@ -53,7 +70,6 @@ async def _fetch(session: aiohttp.ClientSession, base_url: str, chain: str) -> H
 
 async def head_heights(base_url: str, chains: list[str]) -> dict[str, Height]:
     """Heights of all chains, fetched concurrently."""
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
-    async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+    async with _session(TIMEOUT_SECONDS) as session:
         results = await asyncio.gather(*(_fetch(session, base_url, c) for c in chains))
     return dict(zip(chains, results, strict=True))

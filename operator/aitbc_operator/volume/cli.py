@@ -1,4 +1,4 @@
-"""`aitbc-operator volume` subcommands: prepare, backup, check.
+"""`aitbc-operator volume` subcommands: prepare, backup, restore, check, maintain, serve.
 
 Every flag falls back to an environment variable (the init container is configured through its env):
 
@@ -11,6 +11,7 @@ Every flag falls back to an environment variable (the init container is configur
   AITBC_INTEGRITY_CHECK     --integrity-check   quick, full or off (prepare: quick, check: full)
   AITBC_TERMINATION_LOG     --termination-log   default /dev/termination-log (skipped when not writable)
   AITBC_BACKUP_KEEP         --keep              backups kept per chain (default 7)
+  AITBC_BACKUP_DIR          --backup-dir        where copies go / come from (default <data dir>/backups)
 
 Reports are one line of JSON on stdout; a human summary goes to stderr. Exit status 0 when everything is fine,
 1 when something failed (corruption, NOCOW required but impossible, a copy that failed), 2 for bad input.
@@ -21,18 +22,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .. import chainpaths
+from ..models.base import Status, parse_duration
 from ..models.volume_report import VolumeReport
 from . import db as sq
 from .backup import DEFAULT_KEEP, BackupOptions, backup
 from .check import CheckOptions, check
+from .maintain import MaintainOptions, maintain
 from .prepare import PrepareOptions, prepare
-from .report import DEFAULT_TERMINATION_LOG, render, write_termination_message
+from .report import DEFAULT_TERMINATION_LOG, TERMINATION_MESSAGE_LIMIT, dumps, render, write_termination_message
+from .restore import RestoreOptions, restore
+from .serve import DEFAULT_PORT, HealthState, serve
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -136,15 +144,87 @@ def cmd_prepare(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0 if report.ok else 1
 
 
+def _report(args: argparse.Namespace, env: Mapping[str, str], report: Status) -> None:
+    """Print a report and write it as the termination message (a Job's result), within the kubelet's limit."""
+    text = dumps(report.to_wire())
+    print(text)
+    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+        text = text.encode()[:TERMINATION_MESSAGE_LIMIT].decode(errors="ignore")  # the operator then reads no result
+    log = args.termination_log or env.get("AITBC_TERMINATION_LOG") or str(DEFAULT_TERMINATION_LOG)
+    write_termination_message(text, Path(log))
+
+
+def _backup_dir(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
+    raw = _pick(args.backup_dir, env, "AITBC_BACKUP_DIR", None)
+    if raw is None:
+        return None
+    if not Path(raw).is_absolute():
+        raise UsageError(f"backup dir {raw!r} must be an absolute path")
+    return Path(raw)
+
+
+def _stamp(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--time {raw!r}: expected an ISO 8601 time such as 2026-12-01T02:00:00Z") from exc
+    if stamp.tzinfo is None:
+        raise UsageError(f"--time {raw!r}: give a time zone (Z for UTC)")
+    return stamp
+
+
 def cmd_backup(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run `volume backup`."""
     keep = args.keep if args.keep is not None else env_int(env, "AITBC_BACKUP_KEEP") or DEFAULT_KEEP
     if keep < 1:
         raise UsageError("--keep must be at least 1")
+    try:
+        max_age = None if args.max_age is None else timedelta(seconds=parse_duration(args.max_age))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     result = backup(BackupOptions(data_dir=_data_dir(args, env), chains=_chains(args, env), keep=keep,
-                                  busy_timeout=args.busy_timeout))
-    print(json.dumps(result, separators=(",", ":")))
-    return 0 if result["ok"] else 1
+                                  max_age=max_age, backup_dir=_backup_dir(args, env), verify=args.verify,
+                                  stamp=_stamp(args.time), busy_timeout=args.busy_timeout))
+    _report(args, env, result)
+    return 0 if result.ok else 1
+
+
+def cmd_restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run `volume restore` (one chain)."""
+    chains = _chains(args, env)
+    if len(chains) != 1:
+        raise UsageError("restore one chain at a time (--chains ait-mainnet)")
+    uid = args.uid if args.uid is not None else env_int(env, "AITBC_UID")
+    gid = args.gid if args.gid is not None else env_int(env, "AITBC_GID")
+    result = restore(RestoreOptions(data_dir=_data_dir(args, env), chain=chains[0], backup=args.backup,
+                                    backup_dir=_backup_dir(args, env), check_only=args.check_only, uid=uid, gid=gid,
+                                    busy_timeout=args.busy_timeout))
+    _report(args, env, result)
+    return 0 if result.ok else 1
+
+
+def cmd_maintain(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run `volume maintain`."""
+    level = _choice(
+        _pick(args.integrity_check, env, "AITBC_INTEGRITY_CHECK", "full"), "integrity check", ("quick", "full", "off")
+    )
+    result = maintain(MaintainOptions(data_dir=_data_dir(args, env), chains=_chains(args, env),
+                                      checkpoint=args.checkpoint, vacuum=args.vacuum,
+                                      integrity_check=level,  # type: ignore[arg-type]  # checked by _choice
+                                      busy_timeout=max(args.busy_timeout, 30.0)))
+    _report(args, env, result)
+    return 0 if result.ok else 1
+
+
+def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run `volume serve` until SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    state = HealthState(data_dir=_data_dir(args, env), chains=_chains(args, env))
+    serve(state, args.port, args.integrity_interval, stop)
+    return 0
 
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -180,8 +260,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for a SQLite lock held by someone else (default %(default)s)")
 
 
+def _backups(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backup-dir",
+                        help="copies under <dir>/<chain>/ (env AITBC_BACKUP_DIR, default <data dir>/backups)")
+    parser.add_argument("--termination-log", help="env AITBC_TERMINATION_LOG, default /dev/termination-log")
+
+
 def add_volume_parser(sub: Any) -> None:
-    """Register `volume prepare|backup|check`."""
+    """Register `volume prepare|backup|restore|check|maintain|serve`."""
     volume: argparse.ArgumentParser = sub.add_parser("volume", help="prepare, back up or check chain volumes")
     actions = volume.add_subparsers(dest="volume_command", required=True, metavar="ACTION")
 
@@ -199,10 +285,43 @@ def add_volume_parser(sub: Any) -> None:
     prep.add_argument("--termination-log", help="env AITBC_TERMINATION_LOG, default /dev/termination-log")
     prep.set_defaults(func=_run(cmd_prepare))
 
-    back = actions.add_parser("backup", help="online copy of each chain database (SQLite backup API)")
+    back = actions.add_parser("backup", help="online, height-stamped copy of each chain database (SQLite backup API)")
     _common(back)
+    _backups(back)
     back.add_argument("--keep", type=int, help=f"copies kept per chain (env AITBC_BACKUP_KEEP, default {DEFAULT_KEEP})")
+    back.add_argument("--max-age", help="remove copies older than this too, e.g. 720h (never the newest verified)")
+    back.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                      help="integrity_check every copy (default on)")
+    back.add_argument("--time", help="the time in the copies' names (ISO 8601, e.g. a schedule's slot); default now")
     back.set_defaults(func=_run(cmd_backup))
+
+    rest = actions.add_parser("restore", help="put a verified copy back as chain.db (node and RPC stopped)")
+    _common(rest)
+    _backups(rest)
+    rest.add_argument("--backup", default="latest-verified",
+                      help="a copy's file name, latest or latest-verified (default)")
+    rest.add_argument("--check-only", action="store_true", help="only find and verify the copy; change nothing")
+    rest.add_argument("--uid", type=int, help="owner of the restored file (env AITBC_UID; default: the current one's)")
+    rest.add_argument("--gid", type=int, help="group of the restored file (env AITBC_GID)")
+    rest.set_defaults(func=_run(cmd_restore))
+
+    main = actions.add_parser("maintain", help="WAL checkpoint, VACUUM and integrity check of each chain database")
+    _common(main)
+    main.add_argument("--termination-log", help="env AITBC_TERMINATION_LOG, default /dev/termination-log")
+    main.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True,
+                      help="PRAGMA wal_checkpoint(TRUNCATE) (default on)")
+    main.add_argument("--vacuum", action=argparse.BooleanOptionalAction, default=False,
+                      help="VACUUM; refused while another process has the database open (default off)")
+    main.add_argument("--integrity-check", choices=("quick", "full", "off"),
+                      help="after the work (env AITBC_INTEGRITY_CHECK, default full)")
+    main.set_defaults(func=_run(cmd_maintain))
+
+    srv = actions.add_parser("serve", help="the read-only chain-health sidecar: GET /chains (JSON), /metrics")
+    _common(srv)
+    srv.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default %(default)s)")
+    srv.add_argument("--integrity-interval", type=float, default=3600.0,
+                     help="seconds between quick_checks of each database (0: never; default %(default)s)")
+    srv.set_defaults(func=_run(cmd_serve))
 
     chk = actions.add_parser("check", help="integrity, COUNT(*) and MAX(height) of block per chain")
     _common(chk)

@@ -121,7 +121,7 @@ def read_journal_mode(db: Path, *, timeout: float = DEFAULT_BUSY_TIMEOUT) -> str
 
 
 def integrity_check(
-    db: Path, level: IntegrityLevel, *, timeout: float = DEFAULT_BUSY_TIMEOUT
+    db: Path, level: IntegrityLevel, *, timeout: float = DEFAULT_BUSY_TIMEOUT, read_only: bool = False
 ) -> IntegrityResult | None:
     """Run PRAGMA quick_check (``quick``) or integrity_check (``full``); None for ``off``.
 
@@ -131,7 +131,7 @@ def integrity_check(
         return None
     pragma = "PRAGMA quick_check" if level == "quick" else "PRAGMA integrity_check"
     try:
-        with connect(db, timeout=timeout) as conn:
+        with connect(db, timeout=timeout, read_only=read_only) as conn:
             conn.execute("PRAGMA query_only=ON")
             rows = [str(r[0]) for r in conn.execute(pragma).fetchall()]
     except sqlite3.OperationalError as exc:
