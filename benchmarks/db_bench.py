@@ -53,7 +53,7 @@ from tests.factories import make_database
 from tests.operator_fixtures import OperatorProcess, release_finalizers
 from tests.pg.server import PostgresServer, find_debian_bin_dir, find_embedded_bin_dir
 
-from aitbc_operator.k8s.client import Kube, load_api_client
+from aitbc_operator.k8s.client import Kube
 from aitbc_operator.k8s.resources import AITBC_DATABASE
 from aitbc_operator.passwords import generate_password
 from aitbc_operator.postgres import DesiredDatabase, ServerPool
@@ -386,7 +386,7 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
     api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     before = versions(api, namespace)
     log_offset = server.log_size() if server else 0
-    kube, pool = Kube(load_api_client(str(kubeconfig))), ServerPool()
+    kube, pool = Kube.connect(str(kubeconfig)), ServerPool()
 
     async def drift_pass() -> None:
         try:
@@ -395,6 +395,7 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
                 await reconcile_database(kube, pool, body, now=datetime.now(UTC).replace(microsecond=0))
         finally:
             await pool.aclose()
+            await kube.aclose()
 
     started = time.monotonic()
     kube.calls.clear()
@@ -407,7 +408,6 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
         results.idle_log_ddl = len(server.ddl_statements(ADMIN_ROLE, since=log_offset))
     after = versions(api, namespace)
     results.idle_versions_changed = sum(1 for key, rv in after.items() if before.get(key) != rv)
-    kube.close()
     api.close()
 
 
