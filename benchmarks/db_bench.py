@@ -50,7 +50,7 @@ from kubernetes.client.exceptions import ApiException
 from localcluster.cluster import NODE_NAMES, LocalCluster, default_bin_dir
 from psycopg import sql
 from tests.factories import make_database
-from tests.operator_fixtures import OperatorProcess, release_finalizers
+from tests.operator_fixtures import SCRIPT, OperatorProcess, release_finalizers
 from tests.pg.server import PostgresServer, find_debian_bin_dir, find_embedded_bin_dir
 
 from aitbc_operator.k8s.client import Kube
@@ -205,6 +205,7 @@ class Results:
     restart: operator_cost.Window = field(default_factory=operator_cost.Window)
     restart_rss_kib: int = 0
     profile: Path | None = None
+    memray: Path | None = None
     profiles: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -323,9 +324,13 @@ def outside_view(api: client.ApiClient, namespace: str, server: PostgresServer |
         ddl_since=(lambda offset: len(server.ddl_statements(ADMIN_ROLE, since=offset))) if server else None)
 
 
-def operator_process(kubeconfig: Path, namespace: str, log: Path, results: Results) -> OperatorProcess:
+def operator_process(kubeconfig: Path, namespace: str, log: Path, results: Results, *,
+                     memray: Path | None = None) -> OperatorProcess:
+    """The operator (with ``memray``: run under memray's tracker, writing its capture there)."""
     env = {"AITBC_DRIFT_INTERVAL": f"{results.drift_interval:g}", "AITBC_MAX_WORKERS": str(results.workers)}
-    return OperatorProcess(kubeconfig, log, namespaces=(namespace,), env=env)
+    command = (sys.executable, "-m", "memray", "run", "-q", "-o", str(memray), "-m", "aitbc_operator.cli") if memray \
+        else (str(SCRIPT),)
+    return OperatorProcess(kubeconfig, log, namespaces=(namespace,), env=env, command=command)
 
 
 @contextmanager
@@ -344,7 +349,7 @@ def profiled(pid: int, results: Results, what: str) -> Iterator[None]:
 def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, count: int, workdir: Path,
                      results: Results, timeout: float, server: PostgresServer | None) -> None:
     """Create N, then the drift checks, memory and a restart, all measured on the operator process."""
-    proc = operator_process(kubeconfig, namespace, workdir / "operator.log", results).start()
+    proc = operator_process(kubeconfig, namespace, workdir / "operator.log", results, memray=results.memray).start()
     outside = outside_view(api, namespace, server)
     try:
         assert proc.proc is not None
@@ -502,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the operator's AITBC_DRIFT_INTERVAL: longer than the creation takes (default 60 s)")
     parser.add_argument("--scale", help="instead: the scale run, comma-separated totals (e.g. 200,1000,2000)")
     parser.add_argument("--nodes", type=int, default=200, help="AitbcNodes (kwok) of the scale run (default 200)")
+    parser.add_argument("--memray", type=Path, metavar="FILE",
+                        help="run the first operator under memray, capture into FILE (then: memray stats/summary FILE; "
+                        "its CPU and RSS figures are memray's, not the operator's)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy records the operator into DIR while it creates and checks drift (summarised)")
     args = parser.parse_args(argv)
@@ -510,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_scale(args)
     results = Results(count=args.count, workers=args.workers, drift_interval=args.drift_interval,
-                      load_before=procstat.load(), profile=args.profile)
+                      load_before=procstat.load(), profile=args.profile, memray=args.memray)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aitbc-db-bench-")))
         admin, server = stack.enter_context(postgres_server(args.admin_uri))
