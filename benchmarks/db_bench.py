@@ -1,9 +1,18 @@
 """AitbcDatabase benchmark: N resources applied at once -> seconds until all are Ready, next to the floor (the same
-SQL run directly in one psycopg loop, benchmarks/db_floor.py), and what one idle drift pass over all N costs.
+SQL run directly in one psycopg loop, benchmarks/db_floor.py), what the operator process costs (CPU per resource
+created, per idle drift check, resident memory) and what an idle drift pass and a restart change (nothing).
 The floor runs twice, before the cluster starts and after the operator's run (control plane up and idle); the ratio
 uses the faster of the two.
 
     python -m benchmarks.db_bench [--count 200] [--kubeconfig PATH] [--admin-uri postgresql://...] [--workers N]
+    python -m benchmarks.db_bench --scale 200,1000,2000 --nodes 200       # the scale run (benchmarks/db_scale.py)
+
+The operator process (its CPU from /proc/<pid>/stat, utime + stime, and its own /metrics counters):
+- create: CPU from just before the resources are applied until all are Ready, per resource;
+- RSS: settled VmRSS in the empty namespace, with the N resources Ready, and after the drift checks (idle);
+- drift: its drift timers (AITBC_DRIFT_INTERVAL, --drift-interval, longer than the creation) check all N: CPU per
+  check, its writes, and from outside resourceVersions, Events and DDL lines in the server log (all must stay 0);
+- restart: a fresh process until it resumed all N: seconds from its start, CPU, writes, the same outside checks.
 
 Without --kubeconfig it starts its own local control plane (localcluster/cluster.py), without --admin-uri its own
 PostgreSQL 15 server with a non-superuser admin (tests/pg/server.py); the operator runs as a subprocess
@@ -25,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -34,24 +43,25 @@ from pathlib import Path
 from typing import Any, cast
 
 import psycopg
-from benchmarks.db_floor import create_floor
+from benchmarks import operator_cost, procstat, pyspy
+from benchmarks.db_floor import FloorResult, create_floor
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
-from localcluster.cluster import LocalCluster, default_bin_dir
+from localcluster.cluster import NODE_NAMES, LocalCluster, default_bin_dir
 from psycopg import sql
 from tests.factories import make_database
-from tests.operator_fixtures import OperatorProcess, release_finalizers
+from tests.operator_fixtures import SCRIPT, OperatorProcess, release_finalizers
 from tests.pg.server import PostgresServer, find_debian_bin_dir, find_embedded_bin_dir
 
-from aitbc_operator.k8s.client import Kube, load_api_client
+from aitbc_operator.k8s.client import Kube
 from aitbc_operator.k8s.resources import AITBC_DATABASE
 from aitbc_operator.passwords import generate_password
 from aitbc_operator.postgres import DesiredDatabase, ServerPool
 from aitbc_operator.reconcilers.database import reconcile_database
 
-GROUP, VERSION, PLURAL = "aitbc.io", "v1alpha1", "aitbcdatabases"
+GROUP, VERSION, PLURAL, KIND = "aitbc.io", "v1alpha1", "aitbcdatabases", "AitbcDatabase"
 ADMIN_ROLE = "aitbc_bench_admin"
-TARGET_RATIO = 2.0
+TARGET_RATIO = 1.3
 Obj = dict[str, Any]
 CRD_FILES = sorted((Path(__file__).resolve().parents[1] / "crds").glob("aitbc.io_*.yaml"))
 
@@ -140,13 +150,14 @@ def server_version(admin: Admin) -> str:
 
 
 @contextmanager
-def kubernetes_cluster(kubeconfig: str | None, workdir: Path) -> Iterator[Path]:
-    """The given cluster, or a local control plane of our own; the CRDs installed either way."""
+def kubernetes_cluster(kubeconfig: str | None, workdir: Path, *, nodes: Sequence[str] = NODE_NAMES) -> Iterator[Path]:
+    """The given cluster, or a local control plane of our own (with these kwok nodes); the CRDs installed either
+    way."""
     with ExitStack() as stack:
         if kubeconfig:
             path = Path(kubeconfig)
         else:
-            cluster = LocalCluster(workdir / "k8s")
+            cluster = LocalCluster(workdir / "k8s", nodes=nodes)
             say("starting a local control plane")
             cluster.start()
             stack.callback(cluster.stop)
@@ -181,6 +192,21 @@ class Results:
     idle_logins: int = 0
     idle_log_ddl: int | None = None
     idle_versions_changed: int = 0
+    drift_interval: float = 60.0
+    load_before: str = ""
+    load_after: str = ""
+    rss_empty_kib: int = 0
+    rss_ready_kib: int = 0
+    rss_idle_kib: int = 0
+    peak_kib: int = 0
+    create_cpu: float = 0.0
+    create_reconciles: float = 0.0
+    drift: operator_cost.Window = field(default_factory=operator_cost.Window)
+    restart: operator_cost.Window = field(default_factory=operator_cost.Window)
+    restart_rss_kib: int = 0
+    profile: Path | None = None
+    memray: Path | None = None
+    profiles: dict[str, str] = field(default_factory=dict)
 
     @property
     def floor_seconds(self) -> float:
@@ -196,16 +222,27 @@ class Results:
         return sum(n for verb, n in self.idle_calls.items() if verb != "GET")
 
 
-def measure_floor(admin: Admin, count: int, results: Results) -> None:
+def measure_floor_of(admin: Admin, count: int) -> float:
+    """Seconds the floor takes to create ``count`` databases (dropped again)."""
+    return floor_run(admin, count).seconds
+
+
+def floor_run(admin: Admin, count: int) -> FloorResult:
     prefix = "bench_floor_"
     drop_prefixed(admin, prefix)
-    wanted = [DesiredDatabase(database=f"{prefix}{i:04d}", role=f"{prefix}{i:04d}", owner=f"bench/floor-{i}")
+    wanted = [DesiredDatabase(database=f"{prefix}{i:05d}", role=f"{prefix}{i:05d}", owner=f"bench/floor-{i}")
               for i in range(count)]
     say(f"floor: creating {count} databases and roles in one psycopg loop")
-    floor = create_floor(admin.conninfo(), wanted, password=generate_password())
+    try:
+        return create_floor(admin.conninfo(), wanted, password=generate_password())
+    finally:
+        drop_prefixed(admin, prefix)
+
+
+def measure_floor(admin: Admin, count: int, results: Results) -> None:
+    floor = floor_run(admin, count)
     results.floor_runs.append(floor.seconds)
     results.floor_statements, results.floor_ddl = floor.statements, floor.ddl
-    drop_prefixed(admin, prefix)
 
 
 def create_all(api: client.ApiClient, namespace: str, count: int) -> None:
@@ -274,21 +311,79 @@ def versions(api: client.ApiClient, namespace: str) -> dict[str, str]:
     return found
 
 
+def event_count(api: client.ApiClient, namespace: str) -> int:
+    """Events in the namespace (the operator posts one per reconcile that changed something)."""
+    return len(client.CoreV1Api(api).list_namespaced_event(namespace).items)
+
+
+def outside_view(api: client.ApiClient, namespace: str, server: PostgresServer | None) -> operator_cost.Outside:
+    """The resources and Secrets of the namespace, its Events and the server log's DDL lines of the admin."""
+    return operator_cost.Outside(
+        versions=lambda: versions(api, namespace), events=lambda: event_count(api, namespace),
+        log_offset=server.log_size if server else None,
+        ddl_since=(lambda offset: len(server.ddl_statements(ADMIN_ROLE, since=offset))) if server else None)
+
+
+def operator_process(kubeconfig: Path, namespace: str, log: Path, results: Results, *,
+                     memray: Path | None = None) -> OperatorProcess:
+    """The operator (with ``memray``: run under memray's tracker, writing its capture there)."""
+    env = {"AITBC_DRIFT_INTERVAL": f"{results.drift_interval:g}", "AITBC_MAX_WORKERS": str(results.workers)}
+    command = (sys.executable, "-m", "memray", "run", "-q", "-o", str(memray), "-m", "aitbc_operator.cli") if memray \
+        else (str(SCRIPT),)
+    return OperatorProcess(kubeconfig, log, namespaces=(namespace,), env=env, command=command)
+
+
+@contextmanager
+def profiled(pid: int, results: Results, what: str) -> Iterator[None]:
+    """With --profile DIR: py-spy records the block into DIR/<what>.txt; its summary goes into the results."""
+    if results.profile is None:
+        yield
+        return
+    results.profile.mkdir(parents=True, exist_ok=True)
+    path = results.profile / f"{what}.txt"
+    with pyspy.record(pid, path):
+        yield
+    results.profiles[what] = pyspy.summary(path)
+
+
 def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, count: int, workdir: Path,
-                     results: Results, timeout: float) -> None:
-    env = {"AITBC_DRIFT_INTERVAL": "3600", "AITBC_MAX_WORKERS": str(results.workers)}
-    proc = OperatorProcess(kubeconfig, workdir / "operator.log", namespaces=(namespace,), env=env).start()
+                     results: Results, timeout: float, server: PostgresServer | None) -> None:
+    """Create N, then the drift checks, memory and a restart, all measured on the operator process."""
+    proc = operator_process(kubeconfig, namespace, workdir / "operator.log", results, memray=results.memray).start()
+    outside = outside_view(api, namespace, server)
     try:
+        assert proc.proc is not None
+        pid = proc.proc.pid
+        results.rss_empty_kib = procstat.settled_rss(pid, settle=5.0)
         say(f"operator: applying {count} AitbcDatabases at once (log: {proc.log})")
+        before = operator_cost.read(proc)
         started = time.monotonic()
-        create_all(api, namespace, count)
-        results.apply_seconds = time.monotonic() - started
-        ready = wait_all_ready(api, namespace, count, started + timeout)
-        if ready < count:
-            raise SystemExit(f"only {ready}/{count} Ready after {timeout:.0f} s; see {proc.log}")
-        results.ready_seconds = time.monotonic() - started
+        with profiled(pid, results, "create"):
+            create_all(api, namespace, count)
+            results.apply_seconds = time.monotonic() - started
+            ready = wait_all_ready(api, namespace, count, started + timeout)
+            if ready < count:
+                raise SystemExit(f"only {ready}/{count} Ready after {timeout:.0f} s; see {proc.log}")
+            results.ready_seconds = time.monotonic() - started
+            done = operator_cost.read(proc)
+        results.create_cpu, results.create_reconciles = done.cpu - before.cpu, done.reconciled(KIND, before)
+        results.rss_ready_kib = procstat.status_kib(pid, "VmRSS")
+        say(f"operator: waiting for its drift checks of all {count} (every {results.drift_interval:g} s)")
+        with profiled(pid, results, "drift"):
+            results.drift = operator_cost.idle_window(proc, outside, KIND, count, timeout=3 * results.drift_interval)
+        results.rss_idle_kib = procstat.settled_rss(pid, settle=10.0)
+        results.peak_kib = procstat.status_kib(pid, "VmHWM")
     finally:
         proc.stop(timeout=60)
+    say("operator: restarting it, until it resumed every resource")
+    again, results.restart = operator_cost.restart(
+        lambda: operator_process(kubeconfig, namespace, workdir / "operator-restart.log", results), outside,
+        {KIND: count}, timeout=timeout)
+    try:
+        assert again.proc is not None
+        results.restart_rss_kib = procstat.settled_rss(again.proc.pid, settle=5.0)
+    finally:
+        again.stop(timeout=60)
 
 
 def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer | None, results: Results) -> None:
@@ -296,7 +391,7 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
     api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     before = versions(api, namespace)
     log_offset = server.log_size() if server else 0
-    kube, pool = Kube(load_api_client(str(kubeconfig))), ServerPool()
+    kube, pool = Kube.connect(str(kubeconfig)), ServerPool()
 
     async def drift_pass() -> None:
         try:
@@ -305,6 +400,7 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
                 await reconcile_database(kube, pool, body, now=datetime.now(UTC).replace(microsecond=0))
         finally:
             await pool.aclose()
+            await kube.aclose()
 
     started = time.monotonic()
     kube.calls.clear()
@@ -317,7 +413,6 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
         results.idle_log_ddl = len(server.ddl_statements(ADMIN_ROLE, since=log_offset))
     after = versions(api, namespace)
     results.idle_versions_changed = sum(1 for key, rv in after.items() if before.get(key) != rv)
-    kube.close()
     api.close()
 
 
@@ -330,9 +425,45 @@ def cleanup_namespace(api: client.ApiClient, namespace: str) -> None:
 # --- report ---------------------------------------------------------------------------------------------------------
 
 
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def ms(seconds: float) -> str:
+    return f"{1000 * seconds:.1f} ms"
+
+
+def quiet_text(window: operator_cost.Window) -> str:
+    q = window.quiet
+    ddl = "n/a" if q.log_ddl is None else str(q.log_ddl)
+    return (f"{window.writes:.0f} client writes, {q.versions_changed} resourceVersions changed, "
+            f"{q.events_posted} Events, {ddl} DDL lines")
+
+
+def operator_rows(r: Results) -> list[tuple[str, str, str]]:
+    """The operator process's own figures."""
+    n = r.count
+    drift, restart = r.drift, r.restart
+    return [
+        ("operator CPU: creating all", f"{r.create_cpu:.2f} s = {ms(r.create_cpu / n)} per resource "
+         f"({r.create_reconciles:.0f} reconciles)", "<= 12 ms"),
+        ("operator CPU: idle drift checks", f"{drift.cpu:.2f} s for {drift.reconciles.get(KIND, 0):.0f} checks = "
+         f"{ms(drift.per(KIND))} per check (window {drift.seconds:.0f} s)", "<= 4 ms"),
+        ("  drift checks changed", quiet_text(drift), "all 0"),
+        ("operator RSS: empty namespace / all Ready / idle",
+         f"{mib(r.rss_empty_kib)} / {mib(r.rss_ready_kib)} / {mib(r.rss_idle_kib)} (peak {mib(r.peak_kib)})",
+         "<= 80 MiB idle with 200"),
+        ("  per resource (idle - empty)", f"{(r.rss_idle_kib - r.rss_empty_kib) / n:.1f} KiB", ""),
+        ("restart: start -> all resumed", f"{restart.seconds:.1f} s, CPU {restart.cpu:.2f} s "
+         f"({ms(restart.cpu / n)} per resource, start-up included), RSS {mib(r.restart_rss_kib)}", "<= 30 s"),
+        ("  restart changed", quiet_text(restart), "all 0"),
+    ]
+
+
 def table(r: Results) -> str:
     ok = r.ratio <= TARGET_RATIO
     idle_ok = r.idle_writes == 0 and r.idle_ddl == 0 and not r.idle_log_ddl and r.idle_versions_changed == 0
+    operator_ok = r.drift.writes == 0 and r.drift.quiet.clean and r.restart.writes == 0 and r.restart.quiet.clean
     calls = ", ".join(f"{verb} {n}" for verb, n in sorted(r.idle_calls.items())) or "none"
     rows = [
         ("create: all Ready through the operator", f"{r.ready_seconds:.1f} s", ""),
@@ -341,8 +472,9 @@ def table(r: Results) -> str:
          f"{r.floor_seconds:.1f} s ({r.floor_statements} statements, {r.floor_ddl} DDL)", ""),
         ("  floor runs (before / after the operator's)", " / ".join(f"{t:.1f} s" for t in r.floor_runs),
          "the faster one counts"),
-        ("ratio operator / floor", f"{r.ratio:.2f}x", f"<= {TARGET_RATIO:.0f}x {'met' if ok else 'MISSED'}"),
-        ("idle drift pass: duration", f"{r.idle_seconds:.1f} s", ""),
+        ("ratio operator / floor", f"{r.ratio:.2f}x", f"<= {TARGET_RATIO:.1f}x {'met' if ok else 'MISSED'}"),
+        *operator_rows(r),
+        ("idle drift pass (in-process): duration", f"{r.idle_seconds:.1f} s", ""),
         ("idle drift pass: Kubernetes requests", calls, ""),
         ("idle drift pass: Kubernetes writes", str(r.idle_writes), "0"),
         ("idle drift pass: resourceVersions changed", str(r.idle_versions_changed), "0"),
@@ -355,9 +487,10 @@ def table(r: Results) -> str:
     value_width = max(len(v) for _, v, _ in rows)
     head = (f"AitbcDatabase benchmark: N={r.count}, PostgreSQL {r.pg_version}, operator workers {r.workers}, "
             f"{os.cpu_count()} CPUs")
-    lines = [head, "-" * len(head)]
+    lines = [head, "-" * len(head), f"before: {r.load_before}; after: {r.load_after}"]
     lines += [f"{k:<{width}}  {v:<{value_width}}  {t}".rstrip() for k, v, t in rows]
-    lines.append(f"verdict: ratio target {'met' if ok else 'missed'}; idle pass {'clean' if idle_ok else 'NOT clean'}")
+    lines.append(f"verdict: ratio target {'met' if ok else 'missed'}; idle pass {'clean' if idle_ok else 'NOT clean'}; "
+                 f"operator's drift checks and restart {'clean' if operator_ok else 'NOT clean'}")
     return "\n".join(lines)
 
 
@@ -370,8 +503,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("AITBC_MAX_WORKERS", "20")),
                         help="the operator's AITBC_MAX_WORKERS (default 20)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting for Ready after this long")
+    parser.add_argument("--drift-interval", type=float, default=60.0,
+                        help="the operator's AITBC_DRIFT_INTERVAL: longer than the creation takes (default 60 s)")
+    parser.add_argument("--scale", help="instead: the scale run, comma-separated totals (e.g. 200,1000,2000)")
+    parser.add_argument("--nodes", type=int, default=200, help="AitbcNodes (kwok) of the scale run (default 200)")
+    parser.add_argument("--memray", type=Path, metavar="FILE",
+                        help="run the first operator under memray, capture into FILE (then: memray stats/summary FILE; "
+                        "its CPU and RSS figures are memray's, not the operator's)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy records the operator into DIR while it creates and checks drift (summarised)")
     args = parser.parse_args(argv)
-    results = Results(count=args.count, workers=args.workers)
+    if args.scale:
+        from benchmarks.db_scale import run_scale
+
+        return run_scale(args)
+    results = Results(count=args.count, workers=args.workers, drift_interval=args.drift_interval,
+                      load_before=procstat.load(), profile=args.profile, memray=args.memray)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aitbc-db-bench-")))
         admin, server = stack.enter_context(postgres_server(args.admin_uri))
@@ -387,12 +534,15 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(cleanup_namespace, api, namespace)
         core.create_namespaced_secret(namespace, client.V1Secret(
             metadata=client.V1ObjectMeta(name="postgres-admin"), string_data=admin.secret_data()))
-        measure_operator(api, kubeconfig, namespace, args.count, workdir, results, args.timeout)
+        measure_operator(api, kubeconfig, namespace, args.count, workdir, results, args.timeout, server)
         say("idle drift pass over every resource (in-process reconcile)")
         measure_idle_pass(kubeconfig, namespace, server, results)
         measure_floor(admin, args.count, results)  # again, now with the control plane up: the faster run counts
+        results.load_after = procstat.load()
         say("cleaning up")
     print(table(results))
+    for what, text in results.profiles.items():
+        print(f"\npy-spy, {what} ({results.profile}/{what}.txt):\n{text}")
     return 0
 
 

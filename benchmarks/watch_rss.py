@@ -23,7 +23,6 @@ import argparse
 import base64
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.procstat import settled_rss, status_kib
 from kubernetes import client, config
 from localcluster.cluster import LocalCluster
 from tests.cluster.fixtures import crd_files
@@ -50,28 +50,6 @@ class Memory:
     rss_kib: int
     peak_kib: int
     handler_runs: int
-
-
-def status_kib(pid: int, field: str) -> int:
-    """A ``VmRSS``/``VmHWM``-style field of /proc/<pid>/status, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise KeyError(f"{field} not in /proc/{pid}/status")
-
-
-def settled_rss(pid: int, *, settle: float, timeout: float = 180.0, window: int = 10) -> int:
-    """VmRSS once it stopped moving: the median of the last `window` one-second samples, all within 1 %."""
-    began = time.monotonic()
-    samples: list[int] = []
-    while True:
-        samples = [*samples[-(window - 1):], status_kib(pid, "VmRSS")]
-        steady = len(samples) == window and max(samples) <= min(samples) * 1.01
-        if steady and time.monotonic() - began >= settle:
-            return int(statistics.median(samples))
-        if time.monotonic() - began > timeout:
-            raise TimeoutError(f"operator RSS did not settle in {timeout:.0f} s: {samples}")
-        time.sleep(1.0)
 
 
 def measure(kubeconfig: Path, log: Path, *, settle: float, source: Path | None) -> Memory:

@@ -72,6 +72,10 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the kopf operator (blocks until stopped). A bad AITBC_* setting is one line on stderr, exit code 2."""
+    # kopf imports the official Kubernetes client whenever it is importable (20 MiB resident, for a login handler the
+    # operator replaces and type checks of its models): it is in development environments for the tests, never in
+    # the image. Made unimportable here, so the operator process is the same everywhere.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from . import settings
     from .operator import run
 

@@ -18,8 +18,9 @@ from . import metrics
 from . import settings as settings_mod
 from .builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from .builders.node_config import COMPONENT_NODE
-from .k8s.client import Kube, load_api_client
-from .k8s.lease import LeaderLock
+from .k8s import auth
+from .k8s.client import Kube
+from .k8s.lease import Election, LeaderLock
 from .postgres import ServerPool
 from .reconcilers.claims import ClaimBook
 
@@ -75,12 +76,19 @@ def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> No
     settings.peering.standalone = True
 
 
+@kopf.on.login()
+def _login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's own credentials (its watches, patches, Events): the same as the operator's client, from k8s/auth.py;
+    kopf calls it again after a 401. Registered, so kopf never falls back to the official client's login."""
+    return auth.login()
+
+
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     cfg = settings_mod.load()
     configure(settings, cfg)
     memo["settings"] = cfg
-    memo["kube"] = kube = Kube(load_api_client(connections=cfg.kube_client_threads), threads=cfg.kube_client_threads)
+    memo["kube"] = kube = Kube.connect(connections=cfg.kube_connections)
     memo["claims"] = ClaimBook(kube)
     memo["locks"] = {}
     memo["pg"] = ServerPool()
@@ -93,7 +101,7 @@ async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
         await pool.aclose()
     kube = memo.get("kube")
     if kube is not None:
-        kube.close()
+        await kube.aclose()
 
 
 @kopf.on.probe(id="kube")
@@ -140,7 +148,7 @@ LOST_EXIT_GRACE = 2.0
 
 
 def stop_acting(memo: kopf.Memo, why: str) -> None:
-    """Leadership lost (called from the renewal thread): from now on no SQL job, no SQL statement and no API request
+    """Leadership lost (called from the election's thread): from now on no SQL job, no SQL statement and no API request
     of the handlers starts."""
     pool: ServerPool | None = memo.get("pg")
     if pool is not None:
@@ -151,14 +159,14 @@ def stop_acting(memo: kopf.Memo, why: str) -> None:
 
 
 def _exit_now(why: str) -> None:
-    """Exit with status 2 at once: not waiting for the client's threads (a request may hang on a stalled apiserver)."""
+    """Exit with status 2 at once: not waiting for kopf or a request (one may hang on a stalled apiserver)."""
     log.error("stopped leading: %s; exiting so that this replica restarts as a candidate", why)
     logging.shutdown()
     os._exit(2)
 
 
 async def _operate(cfg: settings_mod.Settings, watched: tuple[str, ...], memo: kopf.Memo,
-                   lock: LeaderLock | None, lost: threading.Event) -> None:
+                   lock: Election | None, lost: threading.Event) -> None:
     """kopf until a signal, or (with a lock) until leadership is lost: then stop acting at once, kopf right after."""
     # An asyncio.Event of kopf's own loop: kopf waits for thread-level flags in an executor thread, which would
     # keep the process alive after a SIGTERM.
@@ -203,13 +211,14 @@ def run(*, namespaces: tuple[str, ...] = (), standalone: bool = False, verbose: 
     cfg = settings_mod.load()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
-    lock: LeaderLock | None = None
+    lock: Election | None = None
     if cfg.leader_election and not standalone:
-        # Its own client, never queued behind the handlers' calls; no retries inside a request (urllib3 would try a
-        # timed-out request three more times, each with the whole timeout): the election retries on its own clock.
+        # Its own client (one connection) on its own thread and loop, never queued behind the handlers' calls nor
+        # kopf's loop; a request is never retried within its timeout: the election retries on its own clock.
         # The holder is this process, not just this pod: a restarted container is a new candidate that waits.
-        lock = LeaderLock(Kube(load_api_client(retries=0), threads=1), cfg.leader_election_namespace,
-                          cfg.leader_election_name, f"{cfg.identity}_{secrets.token_hex(4)}", timings=cfg.lease)
+        identity = f"{cfg.identity}_{secrets.token_hex(4)}"
+        lock = Election(LeaderLock(Kube.connect(connections=1), cfg.leader_election_namespace,
+                                   cfg.leader_election_name, identity, timings=cfg.lease))
         log.info("waiting for the leader lease %s/%s", cfg.leader_election_namespace, cfg.leader_election_name)
         # A standby replica is alive: answer the probes until kopf (and its own endpoint) takes over the port.
         with standby_health_endpoint(cfg.health_port):

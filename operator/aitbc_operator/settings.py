@@ -92,8 +92,8 @@ class Settings:
     #: Durations of the leader election (AITBC_LEASE_DURATION, AITBC_LEASE_RENEW_DEADLINE, AITBC_LEASE_RETRY_PERIOD,
     #: AITBC_LEASE_REQUEST_TIMEOUT).
     lease: LeaseTimings = field(default_factory=LeaseTimings)
-    #: Threads (and pooled connections) of the Kubernetes API client, shared by all handlers; no other work runs there.
-    kube_client_threads: int = 8
+    #: Requests of the operator's Kubernetes API client in flight at once (one pooled connection each), all handlers.
+    kube_connections: int = 8
     #: This replica's identity in the Lease (the pod name).
     identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "aitbc-operator"))
     #: What an AitbcNode may ask of a Kubernetes node (AITBC_NODE_HOSTPATH_PREFIXES, AITBC_NODE_ALLOW_PRIVILEGED,
@@ -124,7 +124,7 @@ def load() -> Settings:
             retry_period=_env_float("AITBC_LEASE_RETRY_PERIOD", default.lease.retry_period),
             request_timeout=_env_float("AITBC_LEASE_REQUEST_TIMEOUT", default.lease.request_timeout),
         ),
-        kube_client_threads=_env_positive_int("AITBC_KUBE_CLIENT_THREADS", default.kube_client_threads),
+        kube_connections=_env_positive_int("AITBC_KUBE_CONNECTIONS", default.kube_connections),
         identity=os.environ.get("POD_NAME") or default.identity,
         node_policy=NodePolicy.from_env(os.environ),
     )

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client
 
 from aitbc_operator import errors
-from aitbc_operator.k8s.client import Kube, load_api_client
+from aitbc_operator.k8s.client import Kube
 from aitbc_operator.postgres import AdminConnInfo, ServerPool, Session
 from aitbc_operator.reconcilers.database import reconcile_database
 from tests.integration.test_database_operator import GROUP, PLURAL, VERSION, database, drop_everything, put_admin_secret
@@ -65,7 +65,8 @@ class Rig:
     def __init__(self, api: client.ApiClient, kubeconfig: Path, namespace: str, pg: PgTestServer, names: str) -> None:
         self.api, self.namespace, self.pg = api, namespace, pg
         self.crs, self.core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-        self.kube, self.pool = FlakyKube(load_api_client(str(kubeconfig))), FlakyPool()
+        self.kube, self.pool = FlakyKube.connect(str(kubeconfig)), FlakyPool()
+        self.loop = asyncio.new_event_loop()  # one loop for the rig's life: the Kube's session belongs to it
         self.role, self.db = f"{names}_rot_app", f"{names}_rot"
         put_admin_secret(api, namespace, pg.admin_login)
         self.crs.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, database("rot", names))
@@ -74,7 +75,8 @@ class Rig:
         return cast(Obj, self.crs.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, "rot"))
 
     def reconcile(self) -> None:
-        asyncio.run(reconcile_database(self.kube, self.pool, self.body(), now=datetime.now(UTC).replace(microsecond=0)))
+        self.loop.run_until_complete(
+            reconcile_database(self.kube, self.pool, self.body(), now=datetime.now(UTC).replace(microsecond=0)))
 
     def failing_reconcile(self, error: type[errors.OperatorError]) -> None:
         with pytest.raises(error):
@@ -96,8 +98,9 @@ class Rig:
         return found[type_]
 
     def close(self) -> None:
-        asyncio.run(self.pool.aclose())
-        self.kube.close()
+        self.loop.run_until_complete(self.pool.aclose())
+        self.loop.run_until_complete(self.kube.aclose())
+        self.loop.close()
 
 
 @pytest.fixture

@@ -1,70 +1,111 @@
-"""The Kubernetes API client's own threads (k8s/client.py) against the real apiserver: its calls run only there, at
-most as many at once as configured, never on asyncio's default executor; once fenced, nothing is sent."""
+"""The operator's own Kubernetes API client (k8s/client.py) against the real apiserver: asynchronous on aiohttp in the
+caller's event loop (no thread is started), at most as many requests in flight as configured, errors converted, fresh
+credentials read once after a 401, and once fenced, nothing is sent."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 
 from aitbc_operator import errors
+from aitbc_operator.k8s import auth
 from aitbc_operator.k8s import resources as r
-from aitbc_operator.k8s.client import Kube, load_api_client
+from aitbc_operator.k8s.client import Kube
 
 
-class ThreadRecordingKube(Kube):
-    """Records the thread of every request and the most requests seen in flight at once."""
+class InFlightKube(Kube):
+    """Records the most requests seen in flight at once (between sending and the answer)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.threads: set[str] = set()
         self.in_flight = self.most_in_flight = 0
-        self._guard = threading.Lock()
 
-    def request_sync(self, method: str, path: str, **kwargs: Any) -> Any:
-        with self._guard:
-            self.threads.add(threading.current_thread().name)
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+    async def _send(self, *args: Any, **kwargs: Any) -> Any:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            return super().request_sync(method, path, **kwargs)
+            return await super()._send(*args, **kwargs)
         finally:
-            with self._guard:
-                self.in_flight -= 1
+            self.in_flight -= 1
 
 
-def test_calls_run_on_the_clients_own_threads_only(kubeconfig: Path, namespace: str) -> None:
-    kube = ThreadRecordingKube(load_api_client(str(kubeconfig), connections=3), threads=3)
+def test_requests_run_in_the_event_loop_with_at_most_the_configured_number_in_flight(
+    kubeconfig: Path, namespace: str
+) -> None:
+    kube = InFlightKube.connect(str(kubeconfig), connections=3)
+    threads_before = {t.ident for t in threading.enumerate()}
 
     async def main() -> list[Any]:
-        default_threads: set[str] = set()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, lambda: default_threads.add(threading.current_thread().name))
-        found = await asyncio.gather(*(kube.list(r.SECRET, namespace) for _ in range(24)))
-        assert not kube.threads & default_threads
-        return found
+        try:
+            return await asyncio.gather(*(kube.list(r.SECRET, namespace) for _ in range(24)))
+        finally:
+            await kube.aclose()
 
-    try:
-        found = asyncio.run(main())
-    finally:
-        kube.close()
+    found = asyncio.run(main())
     assert all(items == [] for items in found)
     assert kube.calls["GET"] == 24
-    assert kube.threads
-    assert all(name.startswith("kube-api") for name in kube.threads), kube.threads
-    assert kube.most_in_flight <= 3
+    assert 1 < kube.most_in_flight <= 3
+    assert {t.ident for t in threading.enumerate()} <= threads_before  # no thread of its own, none left behind
+
+
+def test_errors_are_the_operators(kubeconfig: Path, namespace: str) -> None:
+    kube = Kube.connect(str(kubeconfig))
+
+    async def main() -> None:
+        try:
+            assert await kube.get(r.SECRET, namespace, "absent") is None
+            with pytest.raises(errors.Invalid, match=r"PATCH .*secrets/Bad_Name: .*Invalid value.*\(HTTP 422\)"):
+                await kube.apply({"apiVersion": "v1", "kind": "Secret",
+                                  "metadata": {"name": "Bad_Name", "namespace": namespace}})
+        finally:
+            await kube.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_401_reads_the_credentials_again_once(kubeconfig: Path, namespace: str) -> None:
+    """As after a rotation of the ServiceAccount token: the first credentials are refused, the next read has good
+    ones and the request succeeds; credentials that do not change are not tried twice."""
+    good = auth.from_kubeconfig(str(kubeconfig))
+    stale = dataclasses.replace(good, token="expired-token")
+    logins: list[kopf.ConnectionInfo] = []
+
+    def rotating() -> kopf.ConnectionInfo:
+        logins.append(stale if not logins else good)
+        return logins[-1]
+
+    kube, refused = Kube(rotating), Kube(lambda: stale)
+
+    async def main() -> None:
+        try:
+            assert await kube.list(r.SECRET, namespace) == []
+            with pytest.raises(errors.ApiUnavailable, match=r"HTTP 401"):
+                await refused.list(r.SECRET, namespace)
+        finally:
+            await kube.aclose()
+            await refused.aclose()
+
+    asyncio.run(main())
+    assert logins == [stale, good]
 
 
 def test_a_fenced_client_sends_nothing(kubeconfig: Path, namespace: str) -> None:
-    kube = Kube(load_api_client(str(kubeconfig)), threads=1)
-    try:
-        assert asyncio.run(kube.get(r.SECRET, namespace, "absent")) is None
-        kube.fence("leadership lost (test)")
-        with pytest.raises(errors.Stopped, match="not sent, leadership lost"):
-            asyncio.run(kube.get(r.SECRET, namespace, "absent"))
-    finally:
-        kube.close()
+    kube = Kube.connect(str(kubeconfig), connections=1)
+
+    async def main() -> None:
+        try:
+            assert await kube.get(r.SECRET, namespace, "absent") is None
+            kube.fence("leadership lost (test)")
+            with pytest.raises(errors.Stopped, match="not sent, leadership lost"):
+                await kube.get(r.SECRET, namespace, "absent")
+        finally:
+            await kube.aclose()
+
+    asyncio.run(main())
     assert kube.calls["GET"] == 1

@@ -67,11 +67,10 @@ def test_apply_if_changed_refuses_and_writes_nothing() -> None:
 
     from aitbc_operator.k8s.client import Kube
 
-    class NoTransport:
-        def param_serialize(self, **_: Any) -> Any:
-            raise AssertionError("no request may be made")
+    def no_login() -> Any:
+        raise AssertionError("no request may be made")
 
-    kube = Kube(NoTransport())  # type: ignore[arg-type]
+    kube = Kube(no_login)
     with pytest.raises(errors.NameConflict, match="controlled by AitbcDatabase other"):
         asyncio.run(kube.apply_if_changed(owned("u1"), owned("u2", name="other")))
     assert kube.writes == 0

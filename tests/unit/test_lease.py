@@ -7,8 +7,11 @@ by the request timeout and by that deadline.
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 
 from aitbc_operator import errors
 from aitbc_operator.k8s import lease as lease_mod
-from aitbc_operator.k8s.lease import LeaderLock
+from aitbc_operator.k8s.lease import Election, LeaderLock
 from aitbc_operator.settings import LeaseTimings
 
 PATH = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/leader"
@@ -33,7 +36,7 @@ class Clock:
 
 
 class FakeApi:
-    """One Lease behind request_sync, with resourceVersion checks; `down` makes every request hang for its timeout."""
+    """One Lease behind `request`, with resourceVersion checks; `down` makes every request hang for its timeout."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -41,14 +44,15 @@ class FakeApi:
         self.version = 0
         self.down = False
         self.timeouts: list[float] = []
-        self.before_put: Callable[[], object] | None = None
+        self.before_put: Callable[[], Awaitable[object]] | None = None
+        self.closed = False
 
-    def request_sync(self, method: str, path: str, *, body: Any = None, content_type: str | None = None,
-                     timeout: float | None = None, query: Any = None) -> Any:
-        assert timeout is not None
-        self.timeouts.append(timeout)
+    async def request(self, method: str, path: str, *, body: Any = None, content_type: str | None = None,
+                      seconds: float | None = None, query: Any = None) -> Any:
+        assert seconds is not None
+        self.timeouts.append(seconds)
         if self.down:
-            self.clock.now += timeout
+            self.clock.now += seconds
             raise errors.ApiUnavailable(f"{method} {path}: timed out")
         if method == "GET":
             if self.lease is None:
@@ -62,7 +66,7 @@ class FakeApi:
         assert self.lease is not None
         if self.before_put is not None:  # another replica writes between this one's read and write
             race, self.before_put = self.before_put, None
-            race()
+            await race()
         if body["metadata"].get("resourceVersion") != self.lease["metadata"]["resourceVersion"]:
             raise errors.ApiConflict(path)
         return self._store(body)
@@ -73,8 +77,16 @@ class FakeApi:
         self.lease["metadata"]["resourceVersion"] = str(self.version)
         return copy.deepcopy(self.lease)
 
+    async def aclose(self) -> None:
+        self.closed = True
+
     def holder(self) -> str | None:
         return None if self.lease is None else self.lease["spec"]["holderIdentity"]
+
+
+def run(step: Awaitable[Any]) -> Any:
+    """One step of the election (its methods are coroutines), in an event loop of its own."""
+    return asyncio.run(step)  # type: ignore[arg-type]
 
 
 def lock(api: FakeApi, identity: str, clock: Clock, timings: LeaseTimings | None = None) -> LeaderLock:
@@ -103,13 +115,13 @@ def test_a_candidate_whose_clock_is_ahead_never_takes_a_lease_being_renewed(
     """renewTime is an hour old by the candidate's clock; it changes every retry period, so it is not taken."""
     skew(monkeypatch, -3600)
     leader = lock(api, "a", clock)
-    assert leader.try_acquire_or_renew()
+    assert run(leader.try_acquire_or_renew())
     candidate = lock(api, "b", clock)
     for _ in range(30):  # 60 s of renewals every 2 s
         with pytest.raises(lease_mod.LeaseLost, match="held by a"):
-            candidate.try_acquire_or_renew()
+            run(candidate.try_acquire_or_renew())
         clock.now += 2
-        assert leader.renew() is None
+        assert run(leader.renew()) is None
     assert api.holder() == "a"
 
 
@@ -118,16 +130,16 @@ def test_a_candidate_takes_over_only_after_the_lease_duration_without_a_change_i
 ) -> None:
     """The leader's clock is a day ahead (renewTime in the future): irrelevant, only the observed time counts."""
     skew(monkeypatch, 86400)
-    assert lock(api, "a", clock).try_acquire_or_renew()  # then it dies: no more renewals
+    assert run(lock(api, "a", clock).try_acquire_or_renew())  # then it dies: no more renewals
     skew(monkeypatch, 0)
     candidate = lock(api, "b", clock)
     with pytest.raises(lease_mod.LeaseLost):
-        candidate.try_acquire_or_renew()  # first sight: observed now
+        run(candidate.try_acquire_or_renew())  # first sight: observed now
     clock.now += 14.9
     with pytest.raises(lease_mod.LeaseLost):
-        candidate.try_acquire_or_renew()
+        run(candidate.try_acquire_or_renew())
     clock.now += 0.2
-    assert candidate.try_acquire_or_renew()
+    assert run(candidate.try_acquire_or_renew())
     assert api.lease is not None
     assert api.lease["spec"]["holderIdentity"] == "b"
     assert api.lease["spec"]["leaseTransitions"] == 1
@@ -137,26 +149,26 @@ def test_a_new_candidate_waits_a_whole_lease_duration_however_old_the_record_loo
     api: FakeApi, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     skew(monkeypatch, -3600)  # the holder's renewTime an hour ago
-    assert lock(api, "a", clock).try_acquire_or_renew()
+    assert run(lock(api, "a", clock).try_acquire_or_renew())
     skew(monkeypatch, 0)
     candidate = lock(api, "b", clock)
     for _ in range(7):
         with pytest.raises(lease_mod.LeaseLost):
-            candidate.try_acquire_or_renew()
+            run(candidate.try_acquire_or_renew())
         clock.now += 2
     clock.now += 1.1
-    assert candidate.try_acquire_or_renew()
+    assert run(candidate.try_acquire_or_renew())
 
 
 def test_a_released_lease_is_taken_at_once(api: FakeApi, clock: Clock) -> None:
     leader = lock(api, "a", clock)
-    assert leader.try_acquire_or_renew()
+    assert run(leader.try_acquire_or_renew())
     candidate = lock(api, "b", clock)
     with pytest.raises(lease_mod.LeaseLost):
-        candidate.try_acquire_or_renew()
-    leader.release()
+        run(candidate.try_acquire_or_renew())
+    run(leader.release())
     assert api.holder() is None
-    assert candidate.try_acquire_or_renew()
+    assert run(candidate.try_acquire_or_renew())
     assert api.holder() == "b"
 
 
@@ -165,11 +177,11 @@ def test_the_leader_gives_up_at_its_renew_deadline_with_requests_bounded_by_it(a
     the start of the last success), never sending a request that could outlast it. (A short real wait between tries
     keeps the test fast; the hung requests move the test's clock.)"""
     leader = lock(api, "a", clock, LeaseTimings(retry_period=0.05))
-    assert leader.try_acquire_or_renew()
+    assert run(leader.try_acquire_or_renew())
     last_success = leader.renewed_at
     clock.now += 2
     api.down, api.timeouts = True, []
-    assert leader.renew() == "not renewed within 10 s"
+    assert run(leader.renew()) == "not renewed within 10 s"
     assert clock.now <= last_success + 10
     assert api.timeouts
     assert max(api.timeouts) <= 5
@@ -178,23 +190,61 @@ def test_the_leader_gives_up_at_its_renew_deadline_with_requests_bounded_by_it(a
 
 def test_the_leader_that_sees_another_holder_has_lost_at_once(api: FakeApi, clock: Clock) -> None:
     leader = lock(api, "a", clock)
-    assert leader.try_acquire_or_renew()
+    assert run(leader.try_acquire_or_renew())
     assert api.lease is not None
     api.lease["spec"]["holderIdentity"] = "b"  # taken (e.g. after a long pause of this process)
-    assert leader.renew() == "lease held by b"
+    assert run(leader.renew()) == "lease held by b"
     api.lease = None
-    assert leader.renew() == "lease deleted"
+    assert run(leader.renew()) == "lease deleted"
 
 
 def test_a_write_conflict_is_not_leadership(api: FakeApi, clock: Clock) -> None:
     """Two candidates race for a released lease: both read it, the second one's write wins, the first gets a
     conflict (resourceVersion), not the lease."""
     first, second = lock(api, "a", clock), lock(api, "b", clock)
-    assert first.try_acquire_or_renew()
-    first.release()
+    assert run(first.try_acquire_or_renew())
+    run(first.release())
     api.before_put = lambda: second.try_acquire_or_renew()
-    assert not first.try_acquire_or_renew()
+    assert not run(first.try_acquire_or_renew())
     assert api.holder() == "b"
+
+
+FAST = LeaseTimings(lease_duration=3, renew_deadline=2, retry_period=0.05, request_timeout=1)
+
+
+def test_the_election_renews_on_its_own_thread_and_reports_a_loss_from_there(api: FakeApi) -> None:
+    election = Election(LeaderLock(api, "ops", "leader", "a", timings=FAST))  # type: ignore[arg-type]
+    lost: list[tuple[str, str]] = []
+    reported = threading.Event()
+
+    def on_lost(why: str) -> None:
+        lost.append((why, threading.current_thread().name))
+        reported.set()
+
+    assert election.acquire()
+    election.keep(on_lost)
+    renewed, deadline = api.version, time.monotonic() + 5
+    while api.version < renewed + 3:  # renewals go on while this thread does nothing
+        assert time.monotonic() < deadline, "no renewals"
+        time.sleep(0.02)
+    assert api.lease is not None
+    api.lease["spec"]["holderIdentity"] = "b"
+    assert reported.wait(5)
+    election.release()
+    assert lost == [("lease held by b", "leader-lease")]
+    assert api.holder() == "b"  # not ours any more: not released
+    assert api.closed
+
+
+def test_a_released_election_gives_the_lease_up_and_reports_nothing(api: FakeApi) -> None:
+    election = Election(LeaderLock(api, "ops", "leader", "a", timings=FAST))  # type: ignore[arg-type]
+    lost: list[str] = []
+    assert election.acquire()
+    election.keep(lost.append)
+    election.release()
+    assert api.holder() is None
+    assert lost == []
+    assert not any(t.name == "leader-lease" and t.is_alive() for t in threading.enumerate())
 
 
 @pytest.mark.parametrize(("timings", "complaint"), [

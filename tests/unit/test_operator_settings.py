@@ -95,23 +95,23 @@ def test_every_watched_builtin_kind_gets_a_server_side_selector_that_its_handler
 
 
 def test_runtime_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AITBC_KUBE_CLIENT_THREADS", "AITBC_LEASE_DURATION", "AITBC_LEASE_RENEW_DEADLINE",
+    for name in ("AITBC_KUBE_CONNECTIONS", "AITBC_LEASE_DURATION", "AITBC_LEASE_RENEW_DEADLINE",
                  "AITBC_LEASE_RETRY_PERIOD", "AITBC_LEASE_REQUEST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     cfg = settings_mod.load()
-    assert cfg.kube_client_threads == 8
+    assert cfg.kube_connections == 8
     assert cfg.lease == settings_mod.LeaseTimings(15, 10, 2, 5)  # client-go's, with a request timeout well under
-    monkeypatch.setenv("AITBC_KUBE_CLIENT_THREADS", "16")
+    monkeypatch.setenv("AITBC_KUBE_CONNECTIONS", "16")
     monkeypatch.setenv("AITBC_LEASE_DURATION", "30")
     monkeypatch.setenv("AITBC_LEASE_RENEW_DEADLINE", "20")
     cfg = settings_mod.load()
-    assert cfg.kube_client_threads == 16
+    assert cfg.kube_connections == 16
     assert (cfg.lease.lease_duration, cfg.lease.renew_deadline) == (30, 20)
 
 
 @pytest.mark.parametrize(("name", "raw", "complaint"), [
-    ("AITBC_KUBE_CLIENT_THREADS", "0", "whole number of at least 1"),
-    ("AITBC_KUBE_CLIENT_THREADS", "2.5", "whole number of at least 1"),
+    ("AITBC_KUBE_CONNECTIONS", "0", "whole number of at least 1"),
+    ("AITBC_KUBE_CONNECTIONS", "2.5", "whole number of at least 1"),
     ("AITBC_LEASE_RENEW_DEADLINE", "20", "AITBC_LEASE_DURATION \\(15\\) > AITBC_LEASE_RENEW_DEADLINE \\(20\\)"),
     ("AITBC_LEASE_REQUEST_TIMEOUT", "10", "AITBC_LEASE_REQUEST_TIMEOUT \\(10\\) must be above 0 and below"),
 ])
@@ -124,10 +124,8 @@ def test_bad_runtime_settings_are_refused_by_name(
 
 
 def test_losing_leadership_stops_sql_and_api_calls_at_once() -> None:
-    """stop_acting (called from the lease's renewal thread) reaches what the startup handler put in kopf's memo."""
+    """stop_acting (called from the election's thread) reaches what the startup handler put in kopf's memo."""
     import asyncio
-
-    from kubernetes import client
 
     from aitbc_operator import errors
     from aitbc_operator.k8s.client import Kube
@@ -135,11 +133,10 @@ def test_losing_leadership_stops_sql_and_api_calls_at_once() -> None:
     from aitbc_operator.postgres import ServerPool
     from aitbc_operator.postgres.conninfo import AdminConnInfo
 
-    memo = kopf.Memo(pg=ServerPool(), kube=Kube(client.ApiClient(), threads=1))
+    memo = kopf.Memo(pg=ServerPool(), kube=Kube(lambda: kopf.ConnectionInfo(server="https://127.0.0.1:1")))
     stop_acting(memo, "not renewed within 10 s")
     with pytest.raises(errors.Stopped, match=r"not sent, leadership lost \(not renewed within 10 s\)"):
-        memo["kube"].request_sync("GET", "/api/v1/namespaces")
+        asyncio.run(memo["kube"].request("GET", "/api/v1/namespaces"))
     info = AdminConnInfo(host="127.0.0.1", port=1, user="admin", password="x", dbname="postgres")
     with pytest.raises(errors.Stopped, match="not started"):
         asyncio.run(memo["pg"].run(info, lambda session: None))
-    memo["kube"].close()

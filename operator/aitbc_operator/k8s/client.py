@@ -1,9 +1,10 @@
 """The only code that calls the Kubernetes API.
 
-A thin, typed layer over the official client's transport (configuration, auth, TLS): objects are plain dicts,
-writes are server-side apply with one field manager, and every `ApiException` is converted once into the
-operator's errors (see errors.py). Calls run on the client's own thread pool (sized by AITBC_KUBE_CLIENT_THREADS,
-with as many pooled connections), so kopf's event loop is never blocked and no other work competes for those threads.
+A thin, typed layer over HTTP: objects are plain dicts, writes are server-side apply with one field manager, and every
+failed request is converted once into the operator's errors (see errors.py). Requests are asynchronous, on aiohttp
+(kopf's own HTTP stack) in the event loop that calls them: no threads, no second HTTP client in the process. At most
+AITBC_KUBE_CONNECTIONS requests are in flight (one pooled keep-alive connection each); credentials come from
+k8s/auth.py and are read again once when a request is answered 401 (a rotated ServiceAccount token).
 Writes that would change nothing are skipped (`apply_if_changed`, `patch_status`), so a steady cluster sees no writes.
 """
 
@@ -11,21 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import urllib3
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+import kopf
 
-from .. import errors, metrics
+from .. import __version__, errors, metrics
+from .auth import LoginError, login
 from .diff import is_subset
 from .ownership import ownership_conflict
 from .resources import SECRET, Kind, kind_of
@@ -64,35 +62,13 @@ def carries_fingerprint(manifest: Mapping[str, Any], live: Mapping[str, Any] | N
     return live is not None and annotations.get(ANNOTATION_APPLIED) == _digest(manifest)
 
 
-def load_api_client(
-    kubeconfig: str | None = None, *, connections: int | None = None, retries: int | None = None
-) -> k8s_client.ApiClient:
-    """An ApiClient from in-cluster config, else from the kubeconfig (KUBECONFIG or ~/.kube/config), keeping up to
-    ``connections`` connections open (the client's default: 5 per CPU) and retrying a failed request ``retries``
-    times within the call (urllib3's default: 3; each try has the whole timeout)."""
-    configuration = k8s_client.Configuration()
-    if connections is not None:
-        configuration.connection_pool_maxsize = connections
-    configuration.retries = retries
-    if kubeconfig is None:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-            return k8s_client.ApiClient(configuration)
-        except k8s_config.ConfigException:
-            pass
-    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return k8s_client.ApiClient(configuration)
-
-
-def _convert(exc: ApiException, what: str) -> errors.OperatorError:
-    detail = ""
+def _convert(status: int, data: bytes, what: str) -> errors.OperatorError:
+    """The operator's error for a failed response (the apiserver's Status message, else the body's start)."""
     try:
-        body = json.loads(exc.body or "{}")
-        detail = body.get("message", "")
-    except (ValueError, TypeError):
-        detail = str(exc.reason or "")
-    message = f"{what}: {detail or exc.reason} (HTTP {exc.status})"
-    status = exc.status or 0
+        detail = str(json.loads(data).get("message", ""))
+    except (ValueError, TypeError, AttributeError):
+        detail = data[:200].decode("utf-8", "replace").strip()
+    message = f"{what}: {detail or 'no message'} (HTTP {status})"
     if status == 404:
         return errors.NotFound(message)
     if status == 409:
@@ -105,25 +81,40 @@ def _convert(exc: ApiException, what: str) -> errors.OperatorError:
 
 
 class Kube:
-    """Async facade over the Kubernetes API. Made once at startup (kopf memo), closed at cleanup."""
+    """Async facade over the Kubernetes API. Made once at startup (kopf memo), closed at cleanup (`aclose`).
 
-    def __init__(self, api_client: k8s_client.ApiClient, *, request_timeout: float = 30.0, threads: int = 8) -> None:
-        self._api = api_client
+    ``login`` returns the credentials (k8s/auth.py); it is called when the first request opens the session and again
+    after a 401. The session belongs to the event loop of that first request.
+    """
+
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo], *, request_timeout: float = 30.0,
+                 connections: int = 8) -> None:
+        self._login = login
         self._timeout = request_timeout
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="kube-api")
+        self._connections = connections
+        self._slots = asyncio.Semaphore(connections)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._info: kopf.ConnectionInfo | None = None
         self._fenced: str | None = None
         #: Requests made, by HTTP verb: tests and benchmarks assert on writes.
         self.calls: Counter[str] = Counter()
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, **kwargs: Any) -> Kube:
+        """A Kube with the credentials of k8s/auth.py's `login` (in-cluster, else the kubeconfig)."""
+        return cls(lambda: login(kubeconfig), **kwargs)
 
     @property
     def writes(self) -> int:
         """Number of write requests (POST/PUT/PATCH/DELETE) made so far."""
         return sum(n for verb, n in self.calls.items() if verb != "GET")
 
-    def close(self) -> None:
-        """Release the threads and the connection pool."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._api.close()
+    async def aclose(self) -> None:
+        """Close the session and its connections (in the loop that opened it)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def fence(self, why: str) -> None:
         """From now on refuse every request (any thread may call it): this replica stopped leading."""
@@ -131,41 +122,35 @@ class Kube:
 
     # --- transport ----------------------------------------------------------------------------------------------------
 
-    def request_sync(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: list[tuple[str, str]] | None = None,
-        body: Any = None,
-        content_type: str | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """One API request, blocking, within ``timeout`` seconds (default: the client's); raises the operator's errors.
-        (Async code uses `request`.)"""
-        if self._fenced is not None:
-            raise errors.Stopped(f"{method} {path}: not sent, {self._fenced}")
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        method_, url, header_params, body_, post = self._api.param_serialize(
-            method=method, resource_path=path, query_params=query or [], header_params=headers, body=body,
-            auth_settings=["BearerToken"],
-        )
-        self.calls[method] += 1
-        if method != "GET":
-            metrics.KUBE_WRITES.labels(method, resource_of(path)).inc()
-        try:
-            response = self._api.call_api(
-                method_, url, header_params=header_params, body=body_, post_params=post,
-                _request_timeout=self._timeout if timeout is None else timeout,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise errors.ApiUnavailable(f"{method} {path}: {exc}") from exc
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise _convert(ApiException(http_resp=response), f"{method} {path}")
-        return json.loads(data) if data else None
+    def _open(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is not loop:
+            raise RuntimeError("this Kube's session belongs to another event loop")
+        if self._session is None:
+            self._info = self._login()
+            connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._info.as_ssl_context())
+            headers = {"Accept": "application/json", "User-Agent": f"aitbc-operator/{__version__}"}
+            self._session = aiohttp.ClientSession(connector=connector, headers=headers)
+            self._loop = loop
+        return self._session
+
+    def _relogin(self, used: kopf.ConnectionInfo) -> bool:
+        """After a 401 with ``used``: read the credentials again; whether they changed (worth one more try)."""
+        if self._info is used:
+            fresh = self._login()
+            if fresh.as_http_headers() == used.as_http_headers():
+                return False
+            self._info = fresh
+        return True
+
+    async def _send(self, method: str, path: str, query: list[tuple[str, str]], payload: bytes | None,
+                    headers: dict[str, str]) -> tuple[int, bytes, kopf.ConnectionInfo]:
+        session = self._open()
+        info = self._info
+        assert info is not None
+        async with session.request(method, info.server.rstrip("/") + path, params=query, data=payload,
+                                   headers={**headers, **info.as_http_headers()}) as response:
+            return response.status, await response.read(), info
 
     async def request(
         self,
@@ -175,10 +160,30 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        seconds: float | None = None,
     ) -> Any:
-        """One API request, on the client's threads; raises the operator's errors."""
-        call = functools.partial(self.request_sync, method, path, query=query, body=body, content_type=content_type)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        """One API request, within ``seconds`` (default: the client's request timeout) from when it may be sent -
+        one more try included if a 401 made fresh credentials worth it; raises the operator's errors."""
+        if self._fenced is not None:
+            raise errors.Stopped(f"{method} {path}: not sent, {self._fenced}")
+        headers = {"Content-Type": content_type or "application/json"} if body is not None else {}
+        payload = json.dumps(body).encode() if body is not None else None
+        self.calls[method] += 1
+        if method != "GET":
+            metrics.KUBE_WRITES.labels(method, resource_of(path)).inc()
+        limit = self._timeout if seconds is None else seconds
+        try:
+            async with self._slots, asyncio.timeout(limit):
+                status, data, used = await self._send(method, path, query or [], payload, headers)
+                if status == 401 and self._relogin(used):
+                    status, data, _ = await self._send(method, path, query or [], payload, headers)
+        except TimeoutError:
+            raise errors.ApiUnavailable(f"{method} {path}: no answer within {limit:g} s") from None
+        except (aiohttp.ClientError, LoginError, OSError) as exc:
+            raise errors.ApiUnavailable(f"{method} {path}: {exc}") from exc
+        if not 200 <= status <= 299:
+            raise _convert(status, data, f"{method} {path}")
+        return json.loads(data) if data else None
 
     # --- reads --------------------------------------------------------------------------------------------------------
 
