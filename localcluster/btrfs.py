@@ -91,10 +91,20 @@ class LoopBtrfs:
         self.close()
 
 
+def release_mount(mount_point: Path) -> None:
+    """Unmount every filesystem stacked on ``mount_point`` and detach the loop devices under them (what a killed
+    run left behind; the caller holds whatever lock makes the mount point its own)."""
+    while mount_point.is_mount():
+        device = _run("findmnt", "--noheadings", "--output", "SOURCE", "--mountpoint", str(mount_point)).stdout
+        unmount(mount_point)
+        for line in device.split():
+            if line.startswith("/dev/loop"):
+                _run("losetup", "--detach", line)
+
+
 def detach_image(image: Path, mount_point: Path) -> None:
     """Tear down a LoopBtrfs made by another process (the demo's `down`): unmount, detach the loop, remove."""
-    if mount_point.is_mount():
-        unmount(mount_point)
+    release_mount(mount_point)
     listing = _run("losetup", "--associated", str(image)).stdout
     for line in listing.splitlines():
         _run("losetup", "--detach", line.split(":", 1)[0])

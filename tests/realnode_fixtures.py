@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
-from localcluster.btrfs import LoopBtrfs
+from localcluster.btrfs import LoopBtrfs, release_mount
 from localcluster.btrfs import unavailable as btrfs_unavailable
 from localcluster.cluster import REPO_ROOT, crd_files
 from localcluster.images import Builder
@@ -161,6 +161,7 @@ def real_pg(real_cluster: RealNodeCluster, tmp_path_factory: pytest.TempPathFact
 def real_chain_root(real_cluster: RealNodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A Btrfs on a loop device, mounted where AitbcNodes of the tests keep their chain data (hostPath)."""
     created_parent = not CHAIN_ROOT.parent.exists()
+    release_mount(CHAIN_ROOT)  # a killed run's (the real node's host lock makes the mount point ours)
     loop = LoopBtrfs(tmp_path_factory.mktemp("realnode-btrfs") / "chain.img", CHAIN_ROOT, size="768M")
     loop.open()
     try:

@@ -298,6 +298,34 @@ def test_password_rotation_rolls_both_and_the_mempool_keeps_writing_to_postgresq
     wait_until(lambda: inserts() >= rotated_at + 5, 60, "mempool writes with the new password")
 
 
+def test_a_mempool_database_verified_by_its_ca_is_reached_over_tls_from_the_node(
+        api: Api, real_ns: RealNamespace) -> None:
+    """sslMode verify-ca with caSecretRef: MEMPOOL_DB_URL names sslrootcert=/etc/aitbc/postgres-ca/ca.crt, the node
+    pod mounts the Secret's ca.crt there, and the node's connections to PostgreSQL use TLS."""
+    ca_pem = real_ns.pg.server.ca_pem
+    assert ca_pem, "the real node's PostgreSQL runs with its own CA"
+    api.core.create_namespaced_secret(api.ns, client.V1Secret(metadata=client.V1ObjectMeta(name="postgres-ca"),
+                                                              string_data={"ca.crt": ca_pem}))
+    dbname = f"{api.ns.replace('-', '_')}_mempool"[:63]
+    api.create("aitbcdatabases", make_database(
+        "mempool", api.ns, service="mempool", databaseName=dbname, roleName=dbname,
+        server={"sslMode": "verify-ca", "caSecretRef": {"name": "postgres-ca", "key": "ca.crt"}}))
+    wait_until(lambda: database_ready(api, "mempool"), STEP, "the mempool AitbcDatabase (verify-ca)")
+    api.create("aitbcnodes", standin_node(real_ns, mempool={"databaseRef": {"name": "mempool"}}))
+    wait_ready(api, "the AitbcNode on the TLS-verified PostgreSQL mempool")
+    volumes = api.sts()["spec"]["template"]["spec"]["volumes"]
+    ca_volume = next(v for v in volumes if v["name"] == "postgres-ca")
+    assert ca_volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+    def node_connections() -> list[tuple[Any, ...]]:
+        with real_ns.pg.server.superuser("postgres") as conn:
+            return conn.execute("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                                "WHERE a.usename = %s", (dbname,)).fetchall()
+
+    wait_until(lambda: node_connections(), 60, "the node's connection to its mempool database")
+    assert all(row[0] for row in node_connections()), "every connection of the node's role uses TLS"
+
+
 @pytest.mark.parametrize("privileged", [False, True])
 def test_volume_preparation_least_privilege_and_privileged_both_set_nocow(
         api: Api, real_ns: RealNamespace, privileged: bool) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from aitbc_operator.builders.database import CA_KEY, CA_MOUNT_PATH
 from aitbc_operator.builders.node import (
     ANNOTATION_CONFIG_HASH,
     ANNOTATION_NODE_RESTART_MARKER,
@@ -332,3 +334,16 @@ def test_rpc_is_probed_by_service_ip_not_dns_name() -> None:
     assert rpc_base_url({"spec": {"clusterIP": "None"}}, 8006) is None  # headless
     assert rpc_base_url({"spec": {}}, 8006) is None  # not allocated yet
     assert rpc_base_url(None, 8006) is None
+
+
+def test_a_mempool_secret_with_a_ca_is_mounted_where_its_url_names_sslrootcert() -> None:
+    obj = owner(mempool={"databaseRef": {"name": "mempool"}})
+    plain = node_statefulset(obj, spec_of(obj), config_hash="h", operator_image="img", mempool=MEMPOOL)
+    assert all(v["name"] != "postgres-ca" for v in plain["spec"]["template"]["spec"]["volumes"])
+    sts = node_statefulset(obj, spec_of(obj), config_hash="h", operator_image="img",
+                           mempool=dataclasses.replace(MEMPOOL, ca=True))
+    volume = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "postgres-ca")
+    assert volume["secret"] == {"secretName": "mempool-db", "items": [{"key": CA_KEY, "path": CA_KEY}]}
+    mount = next(m for m in container(sts, "node")["volumeMounts"] if m["name"] == "postgres-ca")
+    assert f"{mount['mountPath']}/{CA_KEY}" == CA_MOUNT_PATH
+    assert mount["readOnly"] is True

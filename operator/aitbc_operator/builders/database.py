@@ -23,6 +23,13 @@ DEFAULT_SSLMODE = "prefer"
 CA_MOUNT_DIR = "/etc/aitbc/postgres-ca"
 CA_KEY = "ca.crt"
 CA_MOUNT_PATH = f"{CA_MOUNT_DIR}/{CA_KEY}"
+CA_VOLUME = "postgres-ca"
+
+
+def ca_volume(secret_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volumeMount, volume) putting the connection Secret's ``ca.crt`` at ``CA_MOUNT_PATH``, read-only."""
+    return ({"name": CA_VOLUME, "mountPath": CA_MOUNT_DIR, "readOnly": True},
+            {"name": CA_VOLUME, "secret": {"secretName": secret_name, "items": [{"key": CA_KEY, "path": CA_KEY}]}})
 
 
 def database_url(*, driver: str, username: str, password: str, host: str, port: int, database: str,

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..models.database import AitbcDatabaseSpec
 from .common import child_metadata
-from .database import CA_KEY, CA_MOUNT_DIR, CA_MOUNT_PATH
+from .database import CA_MOUNT_PATH, ca_volume
 
 COMPONENT_BACKUP = "backup"
 COMPONENT_RESTORE = "restore"
@@ -175,9 +175,9 @@ def dump_pod_template(owner: Mapping[str, Any], spec: AitbcDatabaseSpec, *, comp
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     if ca:
-        mounts.append({"name": "postgres-ca", "mountPath": CA_MOUNT_DIR, "readOnly": True})
-        volumes.append({"name": "postgres-ca", "secret": {"secretName": secret,
-                                                          "items": [{"key": CA_KEY, "path": CA_KEY}]}})
+        mount, volume = ca_volume(secret)
+        mounts.append(mount)
+        volumes.append(volume)
     container = {
         "name": action,
         "image": image,

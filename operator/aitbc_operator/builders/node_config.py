@@ -137,6 +137,9 @@ class MempoolDatabase:
 
     secret_name: str
     key: str = "DATABASE_URL"
+    #: The Secret carries ``ca.crt`` (the AitbcDatabase has ``server.caSecretRef``): its URL names
+    #: ``sslrootcert=/etc/aitbc/postgres-ca/ca.crt``, so the node mounts it there.
+    ca: bool = False
 
 
 def chain_env_name(chain: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from ..models.base import parse_duration
 from ..models.node import ENV_MEMPOOL_DB_URL, AitbcNodeSpec, ContainerSpec, Resources
 from .common import LABEL_MANAGED_BY, LABEL_PART_OF, MANAGED_BY, selector_labels
+from .database import ca_volume
 from .node_config import (
     ANNOTATION_CONFIG_HASH,
     ANNOTATION_NODE_RESTART_MARKER,
@@ -262,6 +263,10 @@ def node_statefulset(
                                     else [])],
         "volumes": [chain_volume(owner, spec)],
     }
+    if mempool is not None and mempool.ca:
+        mount, volume = ca_volume(mempool.secret_name)
+        container["volumeMounts"].append(mount)
+        pod_spec["volumes"].append(volume)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

@@ -10,6 +10,7 @@ A pod or controller that cannot run the workloads (workload_health.py) makes the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from .. import conditions, errors, node_policy
 from ..builders import node as b
+from ..builders.database import CA_KEY
 from ..builders.node_config import ANNOTATION_RPC_RESTARTS
 from ..chain_health import RPC_STALE, HealthDecision, HealthInput, decide_health
 from ..chainops import JobState, OpsDecision, decide_ops
@@ -291,6 +293,8 @@ async def _converge(
 
     # --- gather -------------------------------------------------------------------------------------------------------
     seen = await _observe(kube, namespace, b.names_of(body), spec, mempool)
+    if mempool is not None and CA_KEY in (seen.secrets.get(mempool.secret_name) or {}):
+        mempool = dataclasses.replace(mempool, ca=True)
     desired_hash = b.config_hash(spec, b.node_environment(spec), seen.secrets, mempool=mempool)
     node_obs, rpc_obs = observe_node(seen.statefulset, seen.pod), observe_rpc(seen.deployment)
 
