@@ -9,7 +9,9 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .. import conditions, errors
-from ..k8s.client import Kube
+from ..builders.common import LABEL_OWNER
+from ..k8s import resources as r
+from ..k8s.client import Kube, Obj
 from ..k8s.resources import Kind
 from ..models.base import Condition
 
@@ -55,3 +57,15 @@ async def record_failure(
     if observe_generation:
         status.observed_generation = generation
     await kube.patch_status(kind, body, status.to_wire())
+
+
+#: The label the Job controller puts on a Job's pods.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+async def job_pods(kube: Kube, namespace: str, job: Mapping[str, Any]) -> list[Obj]:
+    """The pods of one of the operator's Jobs: selected by the owner label their template carries as well as the
+    Job's name, so the list is bounded like every other the operator makes."""
+    meta = job["metadata"]
+    owner = (meta.get("labels") or {}).get(LABEL_OWNER, "")
+    return await kube.list(r.POD, namespace, label_selector=f"{LABEL_OWNER}={owner},{JOB_NAME_LABEL}={meta['name']}")

@@ -25,6 +25,7 @@ from ..k8s.client import Kube
 from ..k8s.ownership import ownership_conflict
 from ..models.database import AitbcDatabaseSpec, AitbcDatabaseStatus, BackupStatus
 from ..models.dump_report import DumpReport
+from .common import job_pods
 from .database_policy import BACKUP_ANNOTATION
 
 #: How often a restore's running Job is looked at when no watch event comes (a restore is short and watched).
@@ -71,7 +72,7 @@ async def job_outcome(kube: Kube, namespace: str, job: Mapping[str, Any]) -> Job
     finished, succeeded, at, detail = job_finished(job)
     if not finished:
         return JobOutcome(name, False)
-    pods = await kube.list(r.POD, namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
+    pods = await job_pods(kube, namespace, job)
     message = ""
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", "")):
         for container in (pod.get("status") or {}).get("containerStatuses") or []:

@@ -27,10 +27,10 @@ from ..models.chain_reports import ChainHealthReport
 from ..models.chainops import BackupStatus, MaintenanceStatus
 from ..models.node import ENV_MEMPOOL_DB_URL, AitbcNodeSpec, AitbcNodeStatus
 from ..rollout import NodeObservation, RpcObservation
+from .common import job_pods
 from .rpc_probe import get_json
 
 log = logging.getLogger(__name__)
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 #: The sidecar reads every chain database per request: on a busy host that takes longer than an RPC head lookup.
 HEALTH_TIMEOUT_SECONDS = 4.0
 
@@ -59,7 +59,7 @@ async def _job_state(kube: Kube, namespace: str, job: Obj, wanted: set[str]) -> 
                      reason=str(failed.get("reason")) if failed else None)
     if not state.finished or name not in wanted:
         return state
-    pods = await kube.list(r.POD, namespace, label_selector=f"{JOB_NAME_LABEL}={name}")
+    pods = await job_pods(kube, namespace, job)
     report = next((m for p in pods if (m := termination_message(p, node_jobs.JOB_CONTAINER))), None)
     return JobState(name=name, finished=True, succeeded=state.succeeded, reason=state.reason, report=report)
 
