@@ -31,7 +31,8 @@ def report(used_percent: float) -> ChainHealthReport:
 
 
 def claim(request: str = "10Gi", *, capacity: str | None = None, bound: bool = True,
-          conditions: frozenset[str] = frozenset(), storage_class: str | None = "fast", expandable: bool = True) -> Claim:
+          conditions: frozenset[str] = frozenset(), storage_class: str | None = "fast",
+          expandable: bool = True) -> Claim:
     return Claim(name="aitbc1-data", request=request, capacity=request if capacity is None else capacity, bound=bound,
                  conditions=conditions, storage_class=storage_class, expandable=expandable)
 
