@@ -117,7 +117,8 @@ def create_node(api: Api, storage_class: str, **auto: Any) -> None:
 
 
 def wait_bound(rig: Rig) -> None:
-    wait_until(lambda: rig.pvc().status.phase == "Bound", 30, "the chain volume claim bound by the hostPath provisioner")
+    wait_until(lambda: rig.pvc().status.phase == "Bound", 30,
+               "the chain volume claim bound by the hostPath provisioner")
 
 
 def warning(rig: Rig) -> tuple[str | None, str | None]:
