@@ -19,6 +19,8 @@ Series:
   aitbc_chain_wal_bytes{namespace, name, chain}     size of the chain's -wal
   aitbc_rpc_stale_restarts{namespace, name}         restarts of the RPC for staleness (the count on its template)
                                                  (all removed with the AitbcNode)
+  aitbc_volume_expansions_total                  chain volume claims whose request the operator raised
+                                                 (storage.pvc.autoExpand)
   aitbc_kube_writes_total{verb, resource}        write requests of the operator's own API client (k8s/client.Kube:
                                                  server-side applies, status patches, the leader Lease), by HTTP verb
                                                  and resource, e.g. {verb="PATCH", resource="aitbcnodes/status"};
@@ -55,6 +57,8 @@ KUBE_WRITES = Counter(
     "aitbc_kube_writes", "Kubernetes write requests of the operator's client.", ["verb", "resource"], registry=REGISTRY
 )
 
+VOLUME_EXPANSIONS = Counter("aitbc_volume_expansions", "Chain volume claims expanded (storage.pvc.autoExpand).",
+                            registry=REGISTRY)
 _CHAIN_LABELS = ["namespace", "name", "chain"]
 BACKUP_LAST_SUCCESS = Gauge("aitbc_backup_last_success_timestamp_seconds", "When the newest copy of a chain was taken.",
                             _CHAIN_LABELS, registry=REGISTRY)

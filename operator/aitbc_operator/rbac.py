@@ -11,7 +11,8 @@ The roles are split so that a reader sees who needs what:
 - ``APPLICATION`` (ClusterRole): what the reconcilers read and write. Only namespaced resources, so it is bound either
   cluster-wide (ClusterRoleBinding) or, when only some namespaces are watched, by a RoleBinding in each of them.
 - ``CLAIMS`` (ClusterRole, always bound cluster-wide): listing AitbcDatabases in every namespace, because a database or
-  role name on a PostgreSQL server belongs to one AitbcDatabase cluster-wide (even when few namespaces are watched).
+  role name on a PostgreSQL server belongs to one AitbcDatabase cluster-wide (even when few namespaces are watched);
+  reading StorageClasses (cluster-scoped) for the chain volume's auto-expansion.
 - ``LEADER_ELECTION`` (Role in the operator's own namespace): the Lease that lets one replica of several reconcile.
 """
 
@@ -131,11 +132,14 @@ APPLICATION = Role(
 
 CLAIMS = Role(
     suffix="claims",
-    description="Cluster-wide read of AitbcDatabases: who claims which database and role on which server.",
+    description="Cluster-wide reads: who claims which database and role on which server; StorageClasses.",
     rules=(
         Rule((GROUP,), ("aitbcdatabases",), ("list",),
              "Name claims (reconcilers/database.py): a database or role name on one PostgreSQL server belongs to the"
              " first AitbcDatabase that claimed it in any namespace; Drop is refused while another one uses it."),
+        Rule(("storage.k8s.io",), ("storageclasses",), ("get",),
+             "storage.pvc.autoExpand: read the chain volume claim's StorageClass (by name) to know whether it allows"
+             " volume expansion before raising the claim's request; never written."),
     ),
 )
 

@@ -385,6 +385,15 @@ RULE_CASES: dict[str, RuleCase] = {
         NODE, "storage.pvc.size can grow but never shrink", setter("spec.storage.pvc.size", "5Gi"), "spec.storage",
         before=setter("spec.storage.pvc.size", "10Gi"),
     ),
+    "node-pvc-autoExpand-increase-positive": RuleCase(
+        NODE, "storage.pvc.autoExpand.increase must be a percentage (1% to 999%) or a quantity above 0",
+        setter("spec.storage.pvc.autoExpand", {"maxSize": "20Gi", "increase": "0Gi"}),
+        "spec.storage.pvc.autoExpand.increase",
+    ),
+    "node-pvc-autoExpand-maxSize-at-least-size": RuleCase(
+        NODE, "storage.pvc.autoExpand.maxSize must be at least storage.pvc.size",
+        setter("spec.storage.pvc.autoExpand", {"maxSize": "5Gi"}), "spec.storage.pvc",
+    ),
     "node-image-reference": RuleCase(
         NODE, f"image {IMAGE_MESSAGE}", setter("spec.node.image", "ghcr.io/aitbc/node:1.0\n"), "spec.node.image",
     ),

@@ -321,11 +321,15 @@ def test_the_operator_uses_exactly_its_rbac_and_serves_its_metrics(
         admin.patch("aitbcdatabases", DB, {"spec": {"backup": None}})
         wait(lambda: "mempool-backup" not in admin.names("CronJob"), "the CronJob removed with spec.backup")
 
-        # Two nodes: hostPath with the PostgreSQL mempool, and one on a PVC of the default StorageClass.
+        # Two nodes: hostPath with the PostgreSQL mempool, and one on a PVC of the default StorageClass, with
+        # autoExpand (that class does not allow expansion: the operator reads it and says so).
         admin.create(hostpath_node())
-        admin.create(make_node(PVC_NODE))
+        admin.create(make_node(PVC_NODE, storage={"pvc": {"size": "1Gi", "autoExpand": {"maxSize": "2Gi"}}}))
         wait(lambda: all(node_converged(admin.get("aitbcnodes", n)) for n in (HOSTPATH_NODE, PVC_NODE)),
              "both AitbcNodes Ready")
+        wait(lambda: any(c["type"] == "VolumeExpansionWarning" and c["reason"] == "StorageClassNotExpandable"
+                         for c in (admin.get("aitbcnodes", PVC_NODE) or {}).get("status", {}).get("conditions", [])),
+             "the StorageClass read: it does not allow expansion")
         hashes = {n: admin.must_get("aitbcnodes", n)["status"]["configHash"] for n in (HOSTPATH_NODE, PVC_NODE)}
         children = admin.children()
         assert f"{PVC_NODE}-data" in {c["metadata"]["name"] for c in children if c["kind"] == "PersistentVolumeClaim"}

@@ -84,6 +84,8 @@ def test_schema_is_structural_and_described(info: crdgen.CrdInfo) -> None:
         (crdgen.NODE, ".spec.storage", "exactly one"),
         (crdgen.NODE, ".spec.storage", "immutable"),
         (crdgen.NODE, ".spec.storage", "never shrink"),
+        (crdgen.NODE, ".spec.storage.pvc", "maxSize must be at least storage.pvc.size"),
+        (crdgen.NODE, ".spec.storage.pvc.autoExpand.increase", "a quantity above 0"),
     ],
 )
 def test_cel_rules_present(info: crdgen.CrdInfo, path: str, needle: str) -> None:

@@ -119,8 +119,11 @@ def rpc_service(owner: Mapping[str, Any], spec: AitbcNodeSpec) -> dict[str, Any]
     }
 
 
-def chain_pvc(owner: Mapping[str, Any], spec: AitbcNodeSpec) -> dict[str, Any] | None:
+def chain_pvc(owner: Mapping[str, Any], spec: AitbcNodeSpec, request: str | None = None) -> dict[str, Any] | None:
     """``<name>-data``: the chain volume claim, or None with hostPath storage.
+
+    ``request`` is the storage request to apply (volume_expansion: never below the live one); storage.pvc.size when
+    None.
 
     Retained by default (``retainOnDelete``): then it carries no owner reference, so deleting the AitbcNode never
     garbage-collects the chain data; an annotation records which AitbcNode it was made for. The labels still
@@ -135,7 +138,7 @@ def chain_pvc(owner: Mapping[str, Any], spec: AitbcNodeSpec) -> dict[str, Any] |
     claim: dict[str, Any] = {
         "accessModes": [pvc.access_mode],
         "volumeMode": "Filesystem",
-        "resources": {"requests": {"storage": str(pvc.size)}},
+        "resources": {"requests": {"storage": request or str(pvc.size)}},
     }
     if pvc.storage_class_name:
         claim["storageClassName"] = pvc.storage_class_name
@@ -174,6 +177,7 @@ def node_children(
     node_replicas: int = 1,
     rpc_replicas: int = 1,
     rpc_restarts: int = 0,
+    pvc_request: str | None = None,
 ) -> NodeChildren:
     """All children at once, for a fresh AitbcNode or a golden test.
 
@@ -181,7 +185,7 @@ def node_children(
     rollout puts the RPC on a hash); this function is the complete picture for given hashes.
     """
     return NodeChildren(
-        pvc=chain_pvc(owner, spec),
+        pvc=chain_pvc(owner, spec, pvc_request),
         backup_pvc=backup_pvc(owner, spec),
         node_configmap=node_configmap(owner, spec),
         rpc_configmap=rpc_configmap(owner, spec),

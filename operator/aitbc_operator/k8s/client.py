@@ -215,6 +215,14 @@ class Kube:
         # Items of a list carry no kind: add it, so that the object can be an Event's involvedObject.
         return {"apiVersion": "v1", "kind": "Namespace", **items[0]} if items else None
 
+    async def get_storage_class(self, name: str) -> Obj | None:
+        """A StorageClass (cluster-scoped), or None when it does not exist."""
+        try:
+            obj: Obj = await self.request("GET", f"/apis/storage.k8s.io/v1/storageclasses/{name}")
+        except errors.NotFound:
+            return None
+        return obj
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data, base64-decoded to text (None when missing)."""
         secret = await self.get(SECRET, namespace, name)

@@ -31,6 +31,10 @@ _QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
+#: storage.pvc.autoExpand.increase: a percentage or a storage quantity (of the suffixes quantity_bytes reads).
+INCREASE_PATTERN = r"^([1-9][0-9]{0,2}%|[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?)$"
+
+
 def quantity_bytes(value: int | str) -> int:
     """Bytes in a storage quantity (``512Mi``, ``1G``, ``1073741824``). Written here: the Kubernetes client's parser
     may not be imported by the pure layers, and storage sizes use only these suffixes."""
@@ -299,3 +303,14 @@ class HealthStatus(Status):
     """When the sidecar last answered."""
     volume_free_percent: float | None = None
     """Free space on the chain volume, percent."""
+
+
+class VolumeExpansionStatus(Status):
+    """The last auto-expansion of the chain volume claim (storage.pvc.autoExpand)."""
+
+    time: datetime
+    """When the operator raised the claim's request."""
+    from_size: str
+    """The request before."""
+    to_size: str
+    """The request written."""

@@ -19,6 +19,7 @@ from .base import (
     validations,
 )
 from .chainops import (
+    INCREASE_PATTERN,
     BackupSpec,
     BackupStatus,
     HealthSpec,
@@ -26,7 +27,9 @@ from .chainops import (
     MaintenanceSpec,
     MaintenanceStatus,
     RestoreSpec,
+    VolumeExpansionStatus,
     WorkStatus,
+    quantity_bytes,
 )
 from .rules import (
     FORBIDDEN_HOST_PATH_MESSAGE,
@@ -228,6 +231,41 @@ class HostPathStorage(Spec):
         return value
 
 
+class PvcAutoExpand(Spec):
+    """Grow the chain volume claim as it fills (its StorageClass must allow volume expansion): when the health
+    sidecar finds the volume at least usedPercent full, the claim's request is raised by increase, up to maxSize;
+    never while a resize is in progress, nor twice within cooldown, never shrunk."""
+
+    used_percent: int = Field(default=80, ge=1, le=99)
+    """Expand when the volume is at least this full (percent of its size)."""
+    increase: str = Field(
+        default="10%", max_length=32, pattern=INCREASE_PATTERN,
+        json_schema_extra=validations(cel(
+            "self.endsWith('%') || quantity(self).isGreaterThan(quantity('0'))",
+            "storage.pvc.autoExpand.increase must be a percentage (1% to 999%) or a quantity above 0",
+        )),
+    )
+    """How much to add each time: a percentage of the current request (e.g. 10%) or a quantity (e.g. 5Gi)."""
+    max_size: Quantity
+    """The request is never raised above this (at it: the ChainHealthWarning of a full volume stays, with
+    VolumeExpansionWarning MaxSizeReached)."""
+    cooldown: str = Field(default="10m", pattern=DURATION_PATTERN, max_length=32)
+    """At least this long between two expansions (the filesystem takes time to grow after the claim)."""
+
+    @field_validator("max_size")
+    @classmethod
+    def _storage_quantity(cls, value: int | str) -> int | str:
+        quantity_bytes(value)
+        return value
+
+    @field_validator("increase")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if not value.endswith("%") and quantity_bytes(value) <= 0:
+            raise ValueError("storage.pvc.autoExpand.increase must be a percentage (1% to 999%) or a quantity above 0")
+        return value
+
+
 class PvcStorage(Spec):
     """Chain data on a PersistentVolumeClaim created by the operator (kept when the AitbcNode is deleted)."""
 
@@ -240,6 +278,22 @@ class PvcStorage(Spec):
     suffices (ReadWriteOncePod would lock the RPC out)."""
     retain_on_delete: bool = True
     """Keep the PVC when the AitbcNode is deleted (default). False lets garbage collection delete it."""
+    auto_expand: PvcAutoExpand | None = None
+    """Raise the claim's request as the volume fills, up to a maximum (off when unset)."""
+
+    model_config = Spec.model_config | {
+        "json_schema_extra": validations(cel(
+            "!has(self.autoExpand) || quantity(string(self.autoExpand.maxSize))"
+            ".compareTo(quantity(string(self.size))) >= 0",
+            "storage.pvc.autoExpand.maxSize must be at least storage.pvc.size",
+        ))
+    }
+
+    @model_validator(mode="after")
+    def _max_not_below_size(self) -> PvcStorage:
+        if self.auto_expand is not None and quantity_bytes(self.auto_expand.max_size) < quantity_bytes(self.size):
+            raise ValueError("storage.pvc.autoExpand.maxSize must be at least storage.pvc.size")
+        return self
 
 
 class StorageSpec(Spec):
@@ -482,3 +536,5 @@ class AitbcNodeStatus(Status):
     """Maintenance windows."""
     health: HealthStatus | None = None
     """Chain health: stale-RPC restarts, the sidecar's last answer."""
+    volume_expansion: VolumeExpansionStatus | None = None
+    """The last auto-expansion of the chain volume claim (storage.pvc.autoExpand)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import conditions, errors, node_policy
+from .. import conditions, errors, metrics, node_policy
 from ..builders import node as b
 from ..builders.database import CA_KEY
 from ..builders.node_config import ANNOTATION_RPC_RESTARTS
@@ -46,6 +46,13 @@ from ..rollout import (
     decide,
     observe_node,
     observe_rpc,
+)
+from ..volume_expansion import (
+    VOLUME_EXPANDED,
+    VOLUME_EXPANSION_WARNING,
+    ExpansionDecision,
+    ExpansionInput,
+    decide_expansion,
 )
 from ..workload_health import WorkloadProblem, node_pod_missing, workload_problem
 from . import node_ops
@@ -182,6 +189,8 @@ class _Observed:
     pod: Obj | None
     deployment: Obj | None
     rpc_service: Obj | None
+    pvc: Obj | None
+    """The chain volume claim (pvc storage), read before deciding: its live request is never shrunk back."""
 
 
 async def _observe(kube: Kube, namespace: str, names: b.NodeNames, spec: AitbcNodeSpec,
@@ -200,6 +209,7 @@ async def _observe(kube: Kube, namespace: str, names: b.NodeNames, spec: AitbcNo
         pod=await kube.get(r.POD, namespace, names.node_pod),
         deployment=await kube.get(r.DEPLOYMENT, namespace, names.deployment),
         rpc_service=await kube.get(r.SERVICE, namespace, names.rpc_service),
+        pvc=await kube.get(r.PVC, namespace, names.pvc) if spec.storage.pvc is not None else None,
     )
 
 
@@ -214,6 +224,8 @@ async def _live_children(kube: Kube, namespace: str, children: b.NodeChildren,
         _key(children.statefulset): seen.statefulset, _key(children.deployment): seen.deployment,
         _key(children.rpc_service): seen.rpc_service,
     }
+    if children.pvc is not None:
+        live[_key(children.pvc)] = seen.pvc
     for manifest in children.in_apply_order():
         if _key(manifest) not in live:
             live[_key(manifest)] = await kube.get(r.kind_of(manifest), namespace, manifest["metadata"]["name"])
@@ -251,6 +263,8 @@ class _Day2:
     ops: OpsDecision
     health: HealthDecision
     jobs: Mapping[str, JobState]
+    expansion: ExpansionDecision | None
+    """The chain volume claim's request (pvc storage)."""
 
 
 async def _decide_day2(kube: Kube, body: Mapping[str, Any], spec: AitbcNodeSpec, status: AitbcNodeStatus,
@@ -273,7 +287,12 @@ async def _decide_day2(kube: Kube, body: Mapping[str, Any], spec: AitbcNodeSpec,
     health = decide_health(HealthInput(spec=spec.health, chains=chains, report=report,
                                        status=status.health or HealthStatus(), live_restarts=live_restarts,
                                        may_restart=may_restart, now=now, max_age=HEALTH_MAX_AGE))
-    return _Day2(ops, health, jobs)
+    expansion = None
+    if spec.storage.pvc is not None:
+        claim = await node_ops.read_claim(kube, body, spec, seen.pvc)
+        expansion = decide_expansion(ExpansionInput(spec=spec.storage.pvc, claim=claim, report=report,
+                                                    last=status.volume_expansion, now=now))
+    return _Day2(ops, health, jobs, expansion)
 
 
 async def _converge(
@@ -317,12 +336,15 @@ async def _converge(
         node_restart_marker=rpc_target.node_restart_marker, operator_image=operator_image, mempool=mempool,
         node_replicas=decision.node_replicas, rpc_replicas=decision.rpc_replicas,
         rpc_restarts=day2.health.rpc_restarts,
+        pvc_request=day2.expansion.request if day2.expansion else None,
     )
     live = await _live_children(kube, namespace, children, seen)
     _refuse_foreign(children, live)
 
     # --- act ----------------------------------------------------------------------------------------------------------
     outcome.written += await _write_children(kube, children, live, decision, desired_hash, seen)
+    if day2.expansion is not None and day2.expansion.expanded:
+        metrics.VOLUME_EXPANSIONS.inc()
     if day2.ops.create is not None:
         refused = await node_ops.create_job(kube, body, spec, day2.ops.create, day2.jobs,
                                             operator_image=operator_image)
@@ -389,7 +411,20 @@ def _events(status: AitbcNodeStatus, decision: RolloutDecision, day2: _Day2) -> 
     was_stale = any(c.type == RPC_STALE and c.status == "True" for c in status.conditions)
     restarting = day2.health.rpc_restarts > (status.health.rpc_restarts if status.health else 0)
     events += [e for e in day2.health.events if restarting or not was_stale]
-    return events
+    return events + _expansion_events(status, day2.expansion)
+
+
+def _expansion_events(status: AitbcNodeStatus, expansion: ExpansionDecision | None) -> list[tuple[str, str, bool]]:
+    """VolumeExpanded; a Warning when VolumeExpansionWarning turns True or changes its reason."""
+    if expansion is None or expansion.condition is None:
+        return []
+    cond_status, reason, message = expansion.condition
+    if expansion.expanded:
+        return [(VOLUME_EXPANDED, message, False)]
+    before = next((c for c in status.conditions if c.type == VOLUME_EXPANSION_WARNING), None)
+    if cond_status == "True" and (before is None or before.status != "True" or before.reason != reason):
+        return [(reason, message, True)]
+    return []
 
 
 def _day2_status(new: AitbcNodeStatus, day2: _Day2, *, now: datetime, generation: int | None) -> None:
@@ -400,6 +435,11 @@ def _day2_status(new: AitbcNodeStatus, day2: _Day2, *, now: datetime, generation
     for type_, cond_status, reason, message in day2.health.conditions:
         new.conditions = conditions.set_condition(new.conditions, type_, cond_status, reason,  # type: ignore[arg-type]
                                                   message, now=now, generation=generation)
+    if day2.expansion is not None:
+        new.volume_expansion = day2.expansion.status
+        if day2.expansion.condition is not None:
+            new.conditions = conditions.set_condition(new.conditions, VOLUME_EXPANSION_WARNING,
+                                                      *day2.expansion.condition, now=now, generation=generation)
 
 
 def reserved_env_message(names: list[str]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import errors
+from ..builders import node as b
 from ..builders import node_jobs
 from ..builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY
 from ..builders.node_config import ANNOTATION_CONFIG_HASH
@@ -23,10 +24,12 @@ from ..builders.node_workloads import NODE_CONTAINER
 from ..chainops import JobState, OpsSnapshot, Workloads
 from ..k8s import resources as r
 from ..k8s.client import Kube, Obj
+from ..k8s.ownership import ownership_conflict
 from ..models.chain_reports import ChainHealthReport
 from ..models.chainops import BackupStatus, MaintenanceStatus
 from ..models.node import ENV_MEMPOOL_DB_URL, AitbcNodeSpec, AitbcNodeStatus
 from ..rollout import NodeObservation, RpcObservation
+from ..volume_expansion import Claim
 from .common import job_pods
 from .rpc_probe import get_json
 
@@ -166,3 +169,26 @@ async def health_report(pod: Obj | None, spec: AitbcNodeSpec) -> ChainHealthRepo
     except ValidationError:
         return None
 
+
+
+async def read_claim(kube: Kube, owner: Mapping[str, Any], spec: AitbcNodeSpec, live: Obj | None) -> Claim | None:
+    """The chain volume claim as the expansion decider needs it, with its StorageClass; None when there is none, or
+    when it is not this AitbcNode's (k8s/ownership.py): a claim the AitbcNode does not own is never expanded (the
+    reconcile refuses it with NameConflict before any write). The StorageClass is read only with autoExpand."""
+    desired = b.chain_pvc(owner, spec)
+    if live is None or desired is None or ownership_conflict(desired, live) is not None:
+        return None
+    claim_spec, claim_status = live.get("spec") or {}, live.get("status") or {}
+    class_name = claim_spec.get("storageClassName") or None
+    storage_class = None
+    if class_name and spec.storage.pvc is not None and spec.storage.pvc.auto_expand is not None:
+        storage_class = await kube.get_storage_class(class_name)
+    return Claim(
+        name=live["metadata"]["name"],
+        request=str(((claim_spec.get("resources") or {}).get("requests") or {}).get("storage", "0")),
+        capacity=(claim_status.get("capacity") or {}).get("storage"),
+        bound=claim_status.get("phase") == "Bound",
+        conditions=frozenset(c.get("type") for c in claim_status.get("conditions") or [] if c.get("status") == "True"),
+        storage_class=class_name,
+        expandable=bool((storage_class or {}).get("allowVolumeExpansion")),
+    )
