@@ -339,7 +339,8 @@ def print_volume_and_heights(cluster: Cluster) -> None:
     for obj in resources(cluster):
         if obj["kind"] == "AitbcNode":
             volume = (obj.get("status") or {}).get("volume") or {}
-            chains = ", ".join(f"{c.get('chain')}: nocow {c.get('nocow')}, journal {c.get('journal')}"
+            chains = ", ".join(f"{c.get('chain')}: nocow {c.get('nocow')}, "
+                               + (f"journal {c['journal']}" if c.get("journal") else "no chain.db yet (new volume)")
                                for c in volume.get("chains") or [])
             print(f"\nAitbcNode {obj['metadata']['name']} volume (the init container's report): fs {volume.get('fs')}, "
                   f"nocow {volume.get('nocow')}; {chains}")
