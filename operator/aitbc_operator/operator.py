@@ -18,11 +18,12 @@ from . import metrics
 from . import settings as settings_mod
 from .builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from .builders.node_config import COMPONENT_NODE
-from .k8s import auth
+from .k8s import auth, resources
 from .k8s.client import Kube
 from .k8s.lease import Election, LeaderLock
 from .postgres import ServerPool
 from .reconcilers.claims import ClaimBook
+from .reconcilers.shared_reads import SecretReads
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,10 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     cfg = settings_mod.load()
     configure(settings, cfg)
     memo["settings"] = cfg
-    memo["kube"] = kube = Kube.connect(connections=cfg.kube_connections)
+    # AitbcDatabase reconciles take the body kopf delivered when it holds the operator's own last write (Kube.current).
+    memo["kube"] = kube = Kube.connect(connections=cfg.kube_connections, track=(resources.AITBC_DATABASE,))
     memo["claims"] = ClaimBook(kube)
+    memo["secret_reads"] = SecretReads(kube)
     memo["locks"] = {}
     memo["pg"] = ServerPool()
 
