@@ -131,26 +131,20 @@ async def job_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo,
     await _from_child(memo, namespace, dict(labels))
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def nodes_by_database(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
-    """Which AitbcNodes use which AitbcDatabase for their mempool, from the AitbcNodes kopf watches anyway: a
-    connection Secret's event finds its nodes without a LIST of AitbcNodes and a GET per node."""
-    ref = ((dict(spec).get("mempool") or {}).get("databaseRef") or {}).get("name")
-    return {(namespace or "", ref): name} if ref else {}
-
-
 @kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def secret_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A connection Secret changed (e.g. password rotation): nodes whose mempool uses its AitbcDatabase (the
-    Secret's controller) roll, node first. (The read-only role's Secret has the same owner: such a node reconciles,
-    and finds nothing to do.)"""
-    index: kopf.Index[tuple[str, str], str] = kwargs["nodes_by_database"]
-    if not namespace or memo.get("kube") is None:
+async def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A connection Secret changed (e.g. password rotation): nodes whose mempool uses it roll, node first."""
+    kube: Kube | None = memo.get("kube")
+    if not namespace or kube is None:
         return
-    owners = [o["name"] for o in body.get("metadata", {}).get("ownerReferences", [])
-              if o.get("kind") == "AitbcDatabase" and o.get("controller")]
-    for node in sorted({n for owner in owners for n in index.get((namespace, owner), ())}):
-        try:
-            await reconcile(memo, namespace, node)
-        except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
-            log.info("AitbcNode %s/%s (secret event): %s", namespace, node, exc)
+    for node in await kube.list(r.AITBC_NODE, namespace):
+        ref = (((node.get("spec") or {}).get("mempool") or {}).get("databaseRef") or {}).get("name")
+        if not ref:
+            continue
+        db = await kube.get(r.AITBC_DATABASE, namespace, ref)
+        secret = ((db or {}).get("status") or {}).get("secretName") or f"{ref}-db"
+        if secret == name:
+            try:
+                await reconcile(memo, namespace, node["metadata"]["name"])
+            except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+                log.info("AitbcNode %s/%s (secret event): %s", namespace, node["metadata"]["name"], exc)
