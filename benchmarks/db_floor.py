@@ -1,8 +1,8 @@
 """The floor for the AitbcDatabase benchmark: the SQL of N create reconciles, run directly in one psycopg loop.
 
 No operator, no Kubernetes, no asyncio, no pool: one synchronous connection executes exactly the statements a create
-reconcile executes (observe, the planned DDL with a freshly computed SCRAM verifier, the size query). Whatever the
-operator takes beyond this is the operator's own overhead.
+reconcile executes (observe, the planned DDL with a SCRAM verifier computed by libpq like the operator's, the size
+query). Whatever the operator takes beyond this is the operator's own overhead.
 
     from benchmarks.db_floor import create_floor
     result = create_floor(admin_conninfo, [DesiredDatabase(...), ...], password="...")
@@ -50,7 +50,7 @@ def create_floor(conninfo: str, wanted: Sequence[DesiredDatabase], *, password: 
             if state.role is not None or state.database is not None:
                 raise RuntimeError(f"{desired.role} or {desired.database} exists: the floor measures creation only")
             steps = plan(state, desired, password=PasswordAction.KEEP)
-            verifier = scram_sha256_verifier(password)
+            verifier = scram_sha256_verifier(conn, desired.role, password)
             for step in steps:
                 conn.execute(statement(step, desired, verifier))
             statements += len(steps)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath, PurePosixPath
 
-from sqlalchemy.engine import URL
-
+from . import dburl
 from .models.base import DNS_LABEL_PATTERN
 
 #: DATA_DIR when the spec does not say otherwise (the runbook's directory).
@@ -83,4 +82,4 @@ def backup_dir(data_dir: PathLike, chain: str) -> PurePosixPath:
 
 def sqlite_url(data_dir: PathLike, chain: str) -> str:
     """The SQLAlchemy URL of a chain database: ``sqlite:////var/lib/aitbc/data/<chain>/chain.db``."""
-    return URL.create("sqlite", database=str(chain_db_path(data_dir, chain))).render_as_string()
+    return dburl.render("sqlite", database=str(chain_db_path(data_dir, chain)))

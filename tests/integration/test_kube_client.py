@@ -109,3 +109,35 @@ def test_a_fenced_client_sends_nothing(kubeconfig: Path, namespace: str) -> None
 
     asyncio.run(main())
     assert kube.calls["GET"] == 1
+
+
+def test_current_takes_a_delivered_body_only_if_it_holds_the_clients_last_write(kubeconfig: Path,
+                                                                                 namespace: str) -> None:
+    """Read-your-writes without a GET: a body as old as the client's last write or read is used as is; an older one
+    (or any while a failed write left the outcome unknown) is read again; a client that never touched the object
+    takes the body."""
+    kube, other = Kube.connect(str(kubeconfig), track=(r.SECRET,)), Kube.connect(str(kubeconfig), track=(r.SECRET,))
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rw", "namespace": namespace}}
+
+    async def main() -> None:
+        try:
+            first = await kube.apply(manifest)
+            written = await kube.merge_patch(r.SECRET, namespace, "rw", {"metadata": {"annotations": {"a": "1"}}})
+            gets = kube.calls["GET"]
+            assert await kube.current(r.SECRET, written) == written
+            assert kube.calls["GET"] == gets  # the body holds the last write: no GET
+            fresh = await kube.current(r.SECRET, first)  # older than the last write: read again
+            assert kube.calls["GET"] == gets + 1
+            assert fresh is not None
+            assert fresh["metadata"]["annotations"]["a"] == "1"
+            with pytest.raises(errors.OperatorError):
+                await kube.merge_patch(r.SECRET, namespace, "rw", {"metadata": {"name": "renamed"}})
+            assert await kube.current(r.SECRET, written) == fresh  # a failed write: not trusted, read again
+            assert kube.calls["GET"] == gets + 2
+            assert await other.current(r.SECRET, first) == first  # never read nor written by that client
+            assert other.calls["GET"] == 0
+        finally:
+            await kube.aclose()
+            await other.aclose()
+
+    asyncio.run(main())

@@ -17,7 +17,13 @@ from aitbc_operator.builders.database import connection_secret_data, secret_hash
 from aitbc_operator.builders.database_backup import bounded_name, default_image, on_demand_job_name, server_major
 from aitbc_operator.builders.secret_templates import pgpass_escape, render, urlescape
 from aitbc_operator.errors import InsufficientPrivilege, InvalidSpec, NameConflict
-from aitbc_operator.models.database import AitbcDatabaseSpec, ConsumerKind, RotationPhase, RotationStatus
+from aitbc_operator.models.database import (
+    AitbcDatabaseSpec,
+    AitbcDatabaseStatus,
+    ConsumerKind,
+    RotationPhase,
+    RotationStatus,
+)
 from aitbc_operator.models.secret_templates import TEMPLATE_PATTERN, check_template
 from aitbc_operator.postgres.contents import (
     EMPTY,
@@ -29,7 +35,7 @@ from aitbc_operator.postgres.contents import (
     plan_contents,
 )
 from aitbc_operator.postgres.plan import Action, AdminState, DesiredDatabase, DesiredExtension, DesiredSchema
-from aitbc_operator.reconcilers.database_backup import parse_report
+from aitbc_operator.reconcilers.database_backup import cron_job_may_exist, parse_report
 from aitbc_operator.reconcilers.database_consumers import (
     Consumer,
     all_current,
@@ -312,3 +318,22 @@ def test_status_writes_remove_nested_keys_a_merge_patch_would_keep() -> None:
     assert with_removals(current, desired) == {
         "restore": {"name": "new", "phase": "Verifying", "error": None, "held": None},
         "backup": {"lastJob": "j"}, "rotation": None}
+
+
+def _ready(generation: int, status: str = "True") -> dict[str, Any]:
+    return {"type": "Ready", "status": status, "reason": "Reconciled", "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": generation}
+
+
+@pytest.mark.parametrize(("status", "generation", "may_exist"), [
+    ({}, 1, True),  # never reconciled
+    ({"conditions": [_ready(1)]}, 1, False),  # this generation (no backup) reconciled: a CronJob was removed
+    ({"conditions": [_ready(1)]}, 2, True),  # a new generation: the old one may have had spec.backup
+    ({"conditions": [_ready(2, "False")]}, 2, True),  # this generation failed (maybe removing the CronJob)
+    ({"conditions": [_ready(2)], "backup": {"cronJob": "mempool-backup"}}, 2, True),  # status records one
+])
+def test_a_cronjob_is_looked_for_until_a_generation_without_backup_succeeded(status: dict[str, Any],
+                                                                             generation: int,
+                                                                             may_exist: bool) -> None:
+    body = {"metadata": {"name": "mempool", "namespace": "ns", "generation": generation}}
+    assert cron_job_may_exist(body, AitbcDatabaseStatus.model_validate(status)) is may_exist

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 from typing import Any
 
 import kopf
@@ -10,7 +11,7 @@ import pytest
 
 from aitbc_operator import settings as settings_mod
 from aitbc_operator.builders.common import LABEL_MANAGED_BY, MANAGED_BY
-from aitbc_operator.operator import configure
+from aitbc_operator.operator import configure, tune_malloc
 
 
 def test_defaults_free_worker_slots_quickly_and_post_only_kopf_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,3 +141,8 @@ def test_losing_leadership_stops_sql_and_api_calls_at_once() -> None:
     info = AdminConnInfo(host="127.0.0.1", port=1, user="admin", password="x", dbname="postgres")
     with pytest.raises(errors.Stopped, match="not started"):
         asyncio.run(memo["pg"].run(info, lambda session: None))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc tuning applies to glibc only")
+def test_malloc_is_tuned_on_glibc() -> None:
+    assert tune_malloc() is True

@@ -1,4 +1,5 @@
-"""Pure builders of the AitbcDatabase connection Secret: its data (URLs via SQLAlchemy) and the object around it."""
+"""Pure builders of the AitbcDatabase connection Secret: its data (SQLAlchemy and libpq URLs) and the object
+around it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.engine import URL
-
+from .. import dburl
 from ..models.database import AitbcDatabaseSpec, Service
 from .common import child_metadata
 from .secret_templates import render_all
@@ -34,13 +34,12 @@ def ca_volume(secret_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def database_url(*, driver: str, username: str, password: str, host: str, port: int, database: str,
                  sslmode: str, sslrootcert: str | None = None) -> str:
-    """A connection URL with user and password percent-encoded (SQLAlchemy's URL, not string formatting)."""
+    """A connection URL with user and password percent-encoded (as SQLAlchemy renders it, dburl.py)."""
     query = {} if sslmode == DEFAULT_SSLMODE else {"sslmode": sslmode}
     if sslrootcert is not None:
         query["sslrootcert"] = sslrootcert
-    url = URL.create(driver, username=username, password=password, host=host, port=port, database=database,
-                     query=query)
-    return url.render_as_string(hide_password=False)
+    return dburl.render(driver, username=username, password=password, host=host, port=port, database=database,
+                        query=query)
 
 
 def connection_secret_data(spec: AitbcDatabaseSpec, *, server_host: str, server_port: int, password: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import kopf
@@ -34,18 +34,26 @@ DEFAULT_RETRY = 15.0
 
 
 async def reconcile(
-    memo: MutableMapping[str, Any], namespace: str, name: str, *, verify_password: bool = True
+    memo: MutableMapping[str, Any], namespace: str, name: str, *, verify_password: bool = True,
+    seen: Mapping[str, Any] | None = None,
 ) -> DatabaseOutcome | None:
-    """Reconcile one AitbcDatabase by name (fresh read, under its lock). Raises the operator's errors."""
+    """Reconcile one AitbcDatabase by name, under its lock. Raises the operator's errors.
+
+    ``seen``: the body kopf handed the handler; used as is when it holds every write of this operator to the object
+    (``Kube.current``), else - and without one - the object is read afresh.
+    """
     kube: Kube = memo["kube"]
     pool: postgres.ServerPool = memo["pg"]
     async with object_lock(memo, KIND, namespace, name):
-        body = await kube.get(r.AITBC_DATABASE, namespace, name)
+        if seen is not None:
+            body = await kube.current(r.AITBC_DATABASE, seen)
+        else:
+            body = await kube.get(r.AITBC_DATABASE, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         outcome = await guarded(
             KIND, lambda: reconcile_database(kube, pool, body, now=now(), verify_password=verify_password,
-                                             claims=memo.get("claims"))
+                                             claims=memo.get("claims"), reads=memo.get("secret_reads"))
         )
         for reason, message, warning in outcome.events:
             event(body, reason, message, warning=warning)
@@ -114,7 +122,7 @@ async def cancel_retries(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def database_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def database_changed(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Spec or annotations changed (e.g. a rotation request), or the operator started: converge.
 
     A temporary failure (already in status: Degraded with its reason) is retried by ``retry_later``, off kopf's
@@ -122,7 +130,7 @@ async def database_changed(namespace: str | None, name: str, memo: kopf.Memo, **
     """
     assert namespace is not None
     try:
-        await reconcile(memo, namespace, name)
+        await reconcile(memo, namespace, name, seen=body)
     except kopf.TemporaryError as exc:
         log.info("AitbcDatabase %s/%s: %s; retried", namespace, name, exc)
         retry_later(memo, namespace, name, exc)
@@ -153,14 +161,14 @@ def request_pending(body: kopf.Body, **_: Any) -> bool:
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=request_pending)
 async def database_request_pending(
-    type: str | None, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any
+    type: str | None, namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """A rotation or an on-demand dump was requested (e.g. by an annotation, which on.update does not see): converge
     now."""
     if namespace is None or name is None or type == "DELETED":
         return
     try:
-        await reconcile(memo, namespace, name)
+        await reconcile(memo, namespace, name, seen=body)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.info("AitbcDatabase %s/%s (request): %s", namespace, name, exc)
         if isinstance(exc, kopf.TemporaryError):
@@ -168,7 +176,7 @@ async def database_request_pending(
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, idle=None)
-async def database_drift(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def database_drift(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Compare the server with the spec and repair drift; also performs scheduled rotations once due
     (so a rotationPeriod is honoured with the drift interval's granularity).
 
@@ -176,7 +184,7 @@ async def database_drift(namespace: str | None, name: str, memo: kopf.Memo, **_:
     """
     assert namespace is not None
     try:
-        await reconcile(memo, namespace, name)
+        await reconcile(memo, namespace, name, seen=body)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.info("AitbcDatabase %s/%s drift check: %s", namespace, name, exc)
 
@@ -205,6 +213,7 @@ async def database_deleted(
             return outcome
 
         await guarded(KIND, attempt)
+        kube.forget(r.AITBC_DATABASE, namespace, name)
 
 
 def _last_writer(body: kopf.Body) -> str | None:

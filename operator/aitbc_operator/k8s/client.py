@@ -31,6 +31,8 @@ from .resources import SECRET, Kind, kind_of
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "aitbc-operator"
+#: The resourceVersion of a tracked object while a write to it is in flight or after one failed: matches no body.
+UNKNOWN = ""
 #: On every object the operator applies: a digest of the manifest last applied (see `with_fingerprint`).
 ANNOTATION_APPLIED = "aitbc.io/applied-manifest"
 Obj = dict[str, Any]
@@ -88,7 +90,7 @@ class Kube:
     """
 
     def __init__(self, login: Callable[[], kopf.ConnectionInfo], *, request_timeout: float = 30.0,
-                 connections: int = 8) -> None:
+                 connections: int = 8, track: tuple[Kind, ...] = ()) -> None:
         self._login = login
         self._timeout = request_timeout
         self._connections = connections
@@ -99,6 +101,10 @@ class Kube:
         self._fenced: str | None = None
         #: Requests made, by HTTP verb: tests and benchmarks assert on writes.
         self.calls: Counter[str] = Counter()
+        #: Of the objects of the ``track`` kinds: the resourceVersion this client last read or got back from a write
+        #: (UNKNOWN while a write is in flight or after one failed), for ``current``.
+        self._track = frozenset(track)
+        self._versions: dict[tuple[str, str, str], str] = {}
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, **kwargs: Any) -> Kube:
@@ -185,6 +191,31 @@ class Kube:
             raise _convert(status, data, f"{method} {path}")
         return json.loads(data) if data else None
 
+    # --- what this client saw of the tracked kinds --------------------------------------------------------------
+
+    def _saw(self, kind: Kind, namespace: str, name: str, obj: Mapping[str, Any] | None) -> None:
+        if kind in self._track:
+            key = (kind.plural, namespace, name)
+            if obj is None:
+                self._versions.pop(key, None)
+            else:
+                self._versions[key] = str((obj.get("metadata") or {}).get("resourceVersion") or UNKNOWN)
+
+    async def current(self, kind: Kind, body: Mapping[str, Any]) -> Obj | None:
+        """``body`` as a watch delivered it, if it holds whatever this client wrote to the object: its resourceVersion
+        is the one this client last read or wrote, or this client has neither read nor written the object; else the
+        object read afresh (None: gone). Read-your-writes without a GET per reconcile. Only for ``track`` kinds."""
+        assert kind in self._track, f"{kind.kind} is not tracked by this client"
+        meta = body["metadata"]
+        known = self._versions.get((kind.plural, meta["namespace"], meta["name"]))
+        if known is None or known == meta.get("resourceVersion"):
+            return dict(body)
+        return await self.get(kind, meta["namespace"], meta["name"])
+
+    def forget(self, kind: Kind, namespace: str, name: str) -> None:
+        """The object is gone (its finalizer released): nothing to remember of it."""
+        self._versions.pop((kind.plural, namespace, name), None)
+
     # --- reads --------------------------------------------------------------------------------------------------------
 
     async def get(self, kind: Kind, namespace: str, name: str) -> Obj | None:
@@ -192,7 +223,9 @@ class Kube:
         try:
             obj: Obj = await self.request("GET", kind.path(namespace, name))
         except errors.NotFound:
+            self._saw(kind, namespace, name, None)
             return None
+        self._saw(kind, namespace, name, obj)
         return obj
 
     async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None,
@@ -239,10 +272,12 @@ class Kube:
         query = [("fieldManager", FIELD_MANAGER)]
         if force:
             query.append(("force", "true"))
+        self._saw(kind, meta["namespace"], meta["name"], {})
         result: Obj = await self.request(
             "PATCH", kind.path(meta["namespace"], meta["name"]), query=query, body=obj,
             content_type="application/apply-patch+yaml",
         )
+        self._saw(kind, meta["namespace"], meta["name"], result)
         return result
 
     async def create(self, obj: Obj) -> Obj:
@@ -273,9 +308,11 @@ class Kube:
         self, kind: Kind, namespace: str, name: str, patch: Obj, *, subresource: str | None = None
     ) -> Obj:
         """A JSON merge patch (e.g. metadata annotations, or the status subresource)."""
+        self._saw(kind, namespace, name, {})  # until the answer tells: unknown (it may be lost after the write)
         result: Obj = await self.request(
             "PATCH", kind.path(namespace, name, subresource), body=patch, content_type="application/merge-patch+json"
         )
+        self._saw(kind, namespace, name, result)
         return result
 
     async def scale(self, kind: Kind, live: Mapping[str, Any] | None, replicas: int) -> bool:

@@ -39,7 +39,6 @@ from .plan import (
     plan_drop,
 )
 from .pool import ServerPool, Session, StatementStats
-from .scram import scram_sha256_verifier
 
 __all__ = [
     "Action",
@@ -69,7 +68,6 @@ __all__ = [
     "plan_drop",
     "prepare",
     "reconcile",
-    "scram_sha256_verifier",
     "server_version",
     "write_ca_file",
 ]

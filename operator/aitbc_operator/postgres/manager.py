@@ -171,7 +171,7 @@ def apply(session: Session | DatabaseSession, desired: DesiredDatabase, steps: t
             if secret is None and (step.action is Action.SET_PASSWORD
                                    or (step.role is None and desired.owner_login)):
                 raise ValueError(f"a step sets the password of {role} but none was given")
-            verifiers[role] = scram_sha256_verifier(secret) if secret is not None else None
+            verifiers[role] = session.verifier(role, secret) if secret is not None else None
         return verifiers[role]
 
     for done, step in enumerate(steps):
@@ -196,6 +196,13 @@ class DatabaseSession:
             return self._conn.execute(statement, params).fetchall()
         except psycopg.Error as exc:
             raise translate(exc, doing) from None
+
+    def verifier(self, role: str, password: str) -> str:
+        """The SCRAM-SHA-256 verifier of ``password`` for ``role`` (libpq, on this connection)."""
+        try:
+            return scram_sha256_verifier(self._conn, role, password)
+        except psycopg.Error as exc:
+            raise translate(exc, f"compute the password verifier of role {role}") from None
 
     def ddl(self, statement: Query, *, doing: str) -> None:
         """One statement, autocommit."""

@@ -44,6 +44,7 @@ from psycopg import sql
 
 from ..errors import ServerBusy, ServerConnecting, ServerUnreachable, Stopped
 from .conninfo import ADMIN_OPTIONS, AdminConnInfo
+from .scram import scram_sha256_verifier
 from .translate import translate, translate_connect_error
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,15 @@ class Session:
     def query(self, statement: Query, params: Params = None, *, doing: str) -> list[Row]:
         """Run a read-only statement and return its rows. ``doing`` describes it for error messages."""
         return self._execute(statement, params, doing=doing, fetch=True)
+
+    def verifier(self, role: str, password: str) -> str:
+        """The SCRAM-SHA-256 verifier of ``password`` for ``role``, computed by libpq on this connection (no round
+        trip)."""
+        self._worker.check_running(f"compute the password verifier of role {role}")
+        try:
+            return scram_sha256_verifier(self._worker.connection(), role, password)
+        except psycopg.Error as exc:
+            raise translate(exc, f"compute the password verifier of role {role}") from None
 
     def ddl(self, statement: Query, *, doing: str) -> None:
         """Run one DDL statement (autocommit). Counted in ``ServerPool.stats.ddl``."""

@@ -55,6 +55,7 @@ from .database_policy import (
     secret_repairs,
 )
 from .database_restore import restoring, step_restore
+from .shared_reads import SecretReads
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +140,19 @@ def check_immutable(spec: AitbcDatabaseSpec, status: AitbcDatabaseStatus, name: 
             raise errors.InvalidSpec(f"{what} is immutable: it was {recorded!r}, the spec now says {wanted!r}")
 
 
-async def admin_info(kube: Kube, namespace: str, spec: AitbcDatabaseSpec) -> ServerAccess:
-    """The admin connection, from the referenced Secret (and the CA Secret)."""
+async def admin_info(kube: Kube, namespace: str, spec: AitbcDatabaseSpec,
+                     reads: SecretReads | None = None) -> ServerAccess:
+    """The admin connection, from the referenced Secret (and the CA Secret); ``reads``: shared with other reconciles
+    of the moment (else read here)."""
+    read = reads.read if reads is not None else kube.read_secret
     ref = spec.server.admin_secret_ref.name
-    data = await kube.read_secret(namespace, ref)
+    data = await read(namespace, ref)
     if data is None:
         raise errors.NotFound(f"admin Secret {ref} not found", reason="AdminSecretNotFound")
     ca_path = ca_pem = None
     ca_ref = spec.server.ca_secret_ref
     if ca_ref is not None:
-        ca = await kube.read_secret(namespace, ca_ref.name)
+        ca = await read(namespace, ca_ref.name)
         if ca is None or ca_ref.key not in ca:
             raise errors.NotFound(f"CA Secret {ca_ref.name} (key {ca_ref.key}) not found", reason="CASecretNotFound")
         ca_pem = ca[ca_ref.key]
@@ -195,10 +199,12 @@ async def reconcile_database(
     now: datetime,
     verify_password: bool = True,
     claims: ClaimBook | None = None,
+    reads: SecretReads | None = None,
 ) -> DatabaseOutcome:
     """One level-based reconcile; errors are recorded in status (but ServerConnecting), then raised for a retry.
 
-    ``claims``: the operator's shared ClaimBook (without one, a first reconcile lists the claims itself).
+    ``claims``: the operator's shared ClaimBook (without one, a first reconcile lists the claims itself); ``reads``:
+    its shared reads of admin and CA Secrets (without, read by this reconcile).
     The whole reconcile is cancelled after RECONCILE_TIMEOUT seconds (ReconcileTimeout).
     """
     status = AitbcDatabaseStatus.model_validate(body.get("status") or {})
@@ -206,7 +212,7 @@ async def reconcile_database(
         try:
             async with asyncio.timeout(RECONCILE_TIMEOUT):
                 return await _converge(kube, pool, body, status, now=now, verify_password=verify_password,
-                                       claims=claims or ClaimBook(kube))
+                                       claims=claims or ClaimBook(kube), reads=reads)
         except TimeoutError:
             raise errors.ReconcileTimeout(
                 f"no answer within {RECONCILE_TIMEOUT:g} s (PostgreSQL server or Kubernetes API slow or silent)"
@@ -227,6 +233,7 @@ async def _converge(
     now: datetime,
     verify_password: bool,
     claims: ClaimBook,
+    reads: SecretReads | None,
 ) -> DatabaseOutcome:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -234,7 +241,7 @@ async def _converge(
     check_immutable(spec, status, name)
     desired = postgres.DesiredDatabase.from_spec(
         spec, namespace=namespace, name=name, read_only_made=status.read_only.role_name if status.read_only else None)
-    access = await admin_info(kube, namespace, spec)
+    access = await admin_info(kube, namespace, spec, reads)
     first_time = status.database_name is None
     if first_time:
         me = claim_of(dict(body))

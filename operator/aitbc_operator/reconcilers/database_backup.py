@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import schedules
+from .. import conditions, schedules
 from ..builders.common import LABEL_COMPONENT, LABEL_OWNER
 from ..builders.database_backup import COMPONENT_BACKUP, backup_cron_job, cron_job_name, default_image, on_demand_job
 from ..k8s import resources as r
@@ -115,7 +115,8 @@ async def converge_backup(kube: Kube, body: Mapping[str, Any], spec: AitbcDataba
     meta = body["metadata"]
     namespace = meta["namespace"]
     if spec.backup is None:
-        await _remove_cron_job(kube, body)
+        if cron_job_may_exist(body, status):
+            await _remove_cron_job(kube, body)
         return BackupOutcome(None)
     image = image_for(spec, server_version)
     current = (status.backup or BackupStatus()).model_copy(deep=True)
@@ -160,6 +161,17 @@ async def _record_last(kube: Kube, namespace: str, name: str, current: BackupSta
         current.last_failure_time = result.finished_at
         current.last_failure_message = result.message[:512] or "the dump Job failed"
         outcome.events.append(("BackupFailed", f"{result.name}: {current.last_failure_message}", True))
+
+
+def cron_job_may_exist(body: Mapping[str, Any], status: AitbcDatabaseStatus) -> bool:
+    """Whether a CronJob of ours may be left without spec.backup - unless status records none (status.backup) and a
+    reconcile of this very generation (which has no backup) succeeded: that one removed it, or found none. Spares
+    every drift check of a resource without backups a GET."""
+    if status.backup is not None:
+        return True
+    generation = body["metadata"].get("generation")
+    ready = next((c for c in status.conditions if c.type == conditions.READY), None)
+    return ready is None or ready.status != "True" or generation is None or ready.observed_generation != generation
 
 
 async def _remove_cron_job(kube: Kube, body: Mapping[str, Any]) -> None:

@@ -35,7 +35,6 @@ from ..models.base import Status, parse_duration
 from ..models.volume_report import VolumeReport
 from . import db as sq
 from .backup import DEFAULT_KEEP, BackupOptions, backup
-from .check import CheckOptions, check
 from .maintain import MaintainOptions, maintain
 from .prepare import PrepareOptions, prepare
 from .report import DEFAULT_TERMINATION_LOG, TERMINATION_MESSAGE_LIMIT, dumps, render, write_termination_message
@@ -229,6 +228,9 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run `volume check`."""
+    # Imported here: it brings SQLAlchemy (11 MiB resident), which no other command - `run` above all - needs.
+    from .check import CheckOptions, check
+
     level = _choice(
         _pick(args.integrity_check, env, "AITBC_INTEGRITY_CHECK", "full"), "integrity check", ("quick", "full", "off")
     )
