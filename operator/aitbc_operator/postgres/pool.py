@@ -343,10 +343,12 @@ def _deliver(job: _Job, result: Any, exc: BaseException | None) -> None:
 class ServerPool:
     """Admin connections to PostgreSQL servers, one per (host, port, user, dbname), reused across reconciles."""
 
-    def __init__(self, *, breaker_cooldown: float = BREAKER_COOLDOWN) -> None:
+    def __init__(self, *, breaker_cooldown: float = BREAKER_COOLDOWN,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: what the breakers' cool-downs are measured with (tests pass a clock they move)."""
         self._workers: dict[ServerKey, _Worker] = {}
         self._lock = threading.Lock()
-        self._breaker_cooldown = breaker_cooldown
+        self._breaker_cooldown, self._clock = breaker_cooldown, clock
         self._stopped = threading.Event()
         self.stats = StatementStats()
 
@@ -366,7 +368,7 @@ class ServerPool:
             worker = self._workers.get(info.server_key)
             if worker is None:
                 worker = self._workers[info.server_key] = _Worker(
-                    info, self.stats, _Breaker(self._breaker_cooldown), self._stopped)
+                    info, self.stats, _Breaker(self._breaker_cooldown, self._clock), self._stopped)
             trial = worker.breaker.admit()
             try:
                 worker.submit(_Job(info, work, loop, future, trial))
