@@ -71,6 +71,12 @@ def _optional(root: str, parent: str, field: str, default: str) -> str:
     return f"(has({root}.{parent}) && has({root}.{parent}.{field}) ? {root}.{parent}.{field} : {default})"
 
 
+def _immutable(parent: str, field: str, default: str, message: str) -> dict[str, str]:
+    """The transition rule keeping an optional nested field as it was (unset counts as ``default``)."""
+    return cel(_optional("self", parent, field, default) + " == " + _optional("oldSelf", parent, field, default),
+               message, field_path=f".{parent}.{field}")
+
+
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
@@ -475,12 +481,8 @@ class AitbcDatabaseSpec(Spec):
                 "secret.name is immutable",
                 field_path=".secret.name",
             ),
-            cel(
-                _optional("self", "password", "rotationStrategy", "'InPlace'") + " == "
-                + _optional("oldSelf", "password", "rotationStrategy", "'InPlace'"),
-                "password.rotationStrategy is immutable (it decides which roles exist)",
-                field_path=".password.rotationStrategy",
-            ),
+            _immutable("password", "rotationStrategy", "'InPlace'",
+                       "password.rotationStrategy is immutable (it decides which roles exist)"),
             cel(
                 "!(has(self.password) && has(self.password.rotationStrategy)"
                 " && self.password.rotationStrategy == 'AlternatingRoles') || !has(self.roleName)"
@@ -488,18 +490,8 @@ class AitbcDatabaseSpec(Spec):
                 "roleName must be at most 61 characters with AlternatingRoles (the logins are <roleName>_a and _b)",
                 field_path=".roleName",
             ),
-            cel(
-                _optional("self", "readOnly", "roleName", "''") + " == "
-                + _optional("oldSelf", "readOnly", "roleName", "''"),
-                "readOnly.roleName is immutable",
-                field_path=".readOnly.roleName",
-            ),
-            cel(
-                _optional("self", "readOnly", "secretName", "''") + " == "
-                + _optional("oldSelf", "readOnly", "secretName", "''"),
-                "readOnly.secretName is immutable",
-                field_path=".readOnly.secretName",
-            ),
+            _immutable("readOnly", "roleName", "''", "readOnly.roleName is immutable"),
+            _immutable("readOnly", "secretName", "''", "readOnly.secretName is immutable"),
             cel("!has(self.restore) || has(self.backup)", "restore needs backup (the volume holding the dumps)",
                 field_path=".restore"),
         )
