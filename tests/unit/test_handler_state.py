@@ -135,3 +135,51 @@ def test_the_daemon_takes_the_step_a_child_events_reconcile_asks_for(monkeypatch
         assert memo["locks"] == {}
 
     asyncio.run(main())
+
+
+class NodesKube:
+    """Enough Kube for handlers.node.reconcile of several AitbcNodes (read by name; a missing one is None)."""
+
+    def __init__(self, *bodies: dict[str, Any]) -> None:
+        self.bodies = {b["metadata"]["name"]: b for b in bodies}
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.bodies.get(name) if kind == AITBC_NODE else None
+
+
+def test_a_connection_secret_event_reconciles_exactly_the_nodes_whose_mempool_uses_its_database(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The map of mempool users follows the nodes' reconciles: a node that moved to another database, a deleted
+    node and a node without a PostgreSQL mempool are not reconciled for the Secret; no API read is needed for it."""
+    uses_a = make_node("a1", "ns", mempool={"backend": "postgres", "databaseRef": {"name": "db-a"}})
+    moves = make_node("a2", "ns", mempool={"backend": "postgres", "databaseRef": {"name": "db-a"}})
+    deleted = make_node("a3", "ns", mempool={"backend": "postgres", "databaseRef": {"name": "db-a"}})
+    plain = make_node("p1", "ns")
+    kube = NodesKube(uses_a, moves, deleted, plain)
+    reconciled: list[str] = []
+
+    async def fake_reconcile(kube: Any, obj: Any, **_: Any) -> NodeOutcome:
+        reconciled.append(obj["metadata"]["name"])
+        return NodeOutcome(requeue_after=None)
+
+    monkeypatch.setattr(node_handlers, "reconcile_node", fake_reconcile)
+    memo: dict[str, Any] = {"kube": kube, "settings": Settings()}
+    secret_labels = {LABEL_OWNER: "db-a"}
+
+    async def main() -> None:
+        for node in ("a1", "a2", "a3", "p1"):
+            await node_handlers.node_changed(namespace="ns", name=node, memo=memo)
+        assert node_handlers.mempool_users(memo).users("ns", "db-a") == ["a1", "a2", "a3"]
+        moves["spec"]["mempool"]["databaseRef"]["name"] = "db-b"
+        await node_handlers.node_changed(namespace="ns", name="a2", memo=memo)
+        await node_handlers.node_deleted(namespace="ns", name="a3", memo=memo)
+        reconciled.clear()
+        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=memo)
+        assert reconciled == ["a1"]
+        await node_handlers.secret_event(namespace="other", labels=secret_labels, memo=memo)
+        assert reconciled == ["a1"]
+        del kube.bodies["a1"]  # gone without a delete handler run (e.g. while the operator was down)
+        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=memo)
+        assert node_handlers.mempool_users(memo).users("ns", "db-a") == []
+
+    asyncio.run(main())

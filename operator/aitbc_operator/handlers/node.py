@@ -8,13 +8,14 @@ net and enforces the rollout timeout.
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import kopf
 
 from .. import GROUP, VERSION, errors, metrics
 from ..builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY
+from ..builders.database import COMPONENT_DATABASE
 from ..k8s import resources as r
 from ..k8s.client import Kube
 from ..reconcilers.node import NodeOutcome, reconcile_node
@@ -25,6 +26,51 @@ log = logging.getLogger(__name__)
 KIND = "AitbcNode"
 PLURAL = "aitbcnodes"
 _REQUEUES = "node-requeues"
+_MEMPOOL_USERS = "mempool-users"
+
+
+class MempoolUsers:
+    """Which AitbcNodes use which AitbcDatabase for their mempool, as their latest reconciles read them.
+
+    A connection Secret's event looks its users up here instead of listing the namespace's AitbcNodes and reading the
+    AitbcDatabase of each (N x M requests at a restart with N Secrets and M such nodes). Not a kopf index: kopf runs
+    no handler until every index is filled, which stalls a restart with more objects than workers. A node is
+    recorded before its reconcile reads the Secret, so a later change of the Secret always finds it; one not yet
+    recorded (before its resume ran) reads the current Secret in that resume.
+    """
+
+    def __init__(self) -> None:
+        self._by_node: dict[tuple[str, str], str] = {}
+        self._by_database: dict[tuple[str, str], set[str]] = {}
+
+    def record(self, namespace: str, node: str, body: Mapping[str, Any] | None) -> None:
+        """The node's mempool database as its body names it (none for a deleted or deleting node)."""
+        self.forget(namespace, node)
+        spec = (body or {}).get("spec") or {}
+        database = ((spec.get("mempool") or {}).get("databaseRef") or {}).get("name")
+        if not database or body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        self._by_node[(namespace, node)] = database
+        self._by_database.setdefault((namespace, database), set()).add(node)
+
+    def forget(self, namespace: str, node: str) -> None:
+        database = self._by_node.pop((namespace, node), None)
+        if database is None:
+            return
+        users = self._by_database[(namespace, database)]
+        users.discard(node)
+        if not users:
+            del self._by_database[(namespace, database)]
+
+    def users(self, namespace: str, database: str) -> list[str]:
+        """The AitbcNodes whose mempool uses ``database``, in name order."""
+        return sorted(self._by_database.get((namespace, database), ()))
+
+
+def mempool_users(memo: MutableMapping[str, Any]) -> MempoolUsers:
+    """The operator's map of mempool users (one per operator)."""
+    users: MempoolUsers = memo.setdefault(_MEMPOOL_USERS, MempoolUsers())
+    return users
 
 
 def requeues(memo: MutableMapping[str, Any]) -> Requeues:
@@ -39,6 +85,7 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
     cfg: Settings = memo["settings"]
     async with object_lock(memo, KIND, namespace, name):
         body = await kube.get(r.AITBC_NODE, namespace, name)
+        mempool_users(memo).record(namespace, name, body)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         outcome: NodeOutcome = await guarded(
@@ -70,6 +117,7 @@ async def node_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: A
     # Under the object's lock: a reconcile still running (it read the object before the deletion) would otherwise
     # set the series again after they were removed. Later ones see the deletionTimestamp and stop early.
     async with object_lock(memo, KIND, namespace, name):
+        mempool_users(memo).forget(namespace, name)
         metrics.set_rollout_phase(namespace, name, None)
         metrics.set_chain_figures(namespace, name, None)
 
@@ -131,20 +179,15 @@ async def job_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo,
     await _from_child(memo, namespace, dict(labels))
 
 
-@kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A connection Secret changed (e.g. password rotation): nodes whose mempool uses it roll, node first."""
-    kube: Kube | None = memo.get("kube")
-    if not namespace or kube is None:
+@kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_DATABASE,
+                                        LABEL_OWNER: kopf.PRESENT})
+async def secret_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """A connection Secret changed (e.g. password rotation): nodes whose mempool uses its AitbcDatabase roll, node
+    first. The Secret's owner label names the AitbcDatabase (whatever the Secret's own name)."""
+    if not namespace or "kube" not in memo:
         return
-    for node in await kube.list(r.AITBC_NODE, namespace):
-        ref = (((node.get("spec") or {}).get("mempool") or {}).get("databaseRef") or {}).get("name")
-        if not ref:
-            continue
-        db = await kube.get(r.AITBC_DATABASE, namespace, ref)
-        secret = ((db or {}).get("status") or {}).get("secretName") or f"{ref}-db"
-        if secret == name:
-            try:
-                await reconcile(memo, namespace, node["metadata"]["name"])
-            except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
-                log.info("AitbcNode %s/%s (secret event): %s", namespace, node["metadata"]["name"], exc)
+    for node in mempool_users(memo).users(namespace, labels[LABEL_OWNER]):
+        try:
+            await reconcile(memo, namespace, node)
+        except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+            log.info("AitbcNode %s/%s (secret event): %s", namespace, node, exc)
