@@ -94,8 +94,10 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     memo["kube"] = kube = Kube.connect(connections=cfg.kube_connections, track=(resources.AITBC_DATABASE,))
     memo["claims"] = ClaimBook(kube)
     memo["secret_reads"] = SecretReads(kube)
-    memo["locks"] = {}
     memo["pg"] = ServerPool()
+    from .handlers import share_registries  # here, not at the top: importing handlers registers them (run() does)
+
+    share_registries(memo)
 
 
 @kopf.on.cleanup()

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
 from aitbc_operator.builders.common import LABEL_OWNER
+from aitbc_operator.handlers import database as database_handlers
 from aitbc_operator.handlers import node as node_handlers
+from aitbc_operator.handlers import share_registries
 from aitbc_operator.handlers.common import Requeues, object_lock
 from aitbc_operator.k8s.resources import AITBC_NODE, Kind
 from aitbc_operator.reconcilers.node import NodeOutcome
@@ -43,6 +46,18 @@ class FakeStopped:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
         return self
+
+
+def per_object(base: dict[str, Any]) -> dict[str, Any]:
+    """The memo kopf hands an object's handlers: a shallow copy of the operator's memo, made at its first event."""
+    return copy.copy(base)
+
+
+def operator_memo(**entries: Any) -> dict[str, Any]:
+    """The operator's memo as its startup leaves it (what the tests need of it, and the shared registries)."""
+    memo = dict(entries)
+    share_registries(memo)
+    return memo
 
 
 async def eventually(predicate: Any, what: str) -> None:
@@ -120,14 +135,14 @@ def test_the_daemon_takes_the_step_a_child_events_reconcile_asks_for(monkeypatch
         return NodeOutcome(requeue_after=None if probe_heights else 0.05)
 
     monkeypatch.setattr(node_handlers, "reconcile_node", fake_reconcile)
-    memo: dict[str, Any] = {"kube": OneNodeKube(body), "settings": Settings(node_poll_interval=30.0)}
+    memo = operator_memo(kube=OneNodeKube(body), settings=Settings(node_poll_interval=30.0))
 
     async def main() -> None:
         stopped = FakeStopped()
         daemon = asyncio.ensure_future(node_handlers.node_daemon(stopped=stopped, namespace="ns", name="n1",
-                                                                 memo=memo))
+                                                                 memo=per_object(memo)))
         await eventually(lambda: len(node_handlers.requeues(memo)) == 1, "the daemon to start")
-        await node_handlers._from_child(memo, "ns", {LABEL_OWNER: "n1"})
+        await node_handlers._from_child(per_object(memo), "ns", {LABEL_OWNER: "n1"})  # the pod's own memo
         await eventually(lambda: calls == [False, True], "the daemon's reconcile after the child event's hint")
         stopped.set()
         await asyncio.wait_for(daemon, DEADLINE)
@@ -163,23 +178,40 @@ def test_a_connection_secret_event_reconciles_exactly_the_nodes_whose_mempool_us
         return NodeOutcome(requeue_after=None)
 
     monkeypatch.setattr(node_handlers, "reconcile_node", fake_reconcile)
-    memo: dict[str, Any] = {"kube": kube, "settings": Settings()}
+    memo = operator_memo(kube=kube, settings=Settings())
+    node_memos = {node: per_object(memo) for node in kube.bodies}
+    secret_memo = per_object(memo)
     secret_labels = {LABEL_OWNER: "db-a"}
 
     async def main() -> None:
-        for node in ("a1", "a2", "a3", "p1"):
-            await node_handlers.node_changed(namespace="ns", name=node, memo=memo)
+        for node, own in node_memos.items():
+            await node_handlers.node_changed(namespace="ns", name=node, memo=own)
         assert node_handlers.mempool_users(memo).users("ns", "db-a") == ["a1", "a2", "a3"]
         moves["spec"]["mempool"]["databaseRef"]["name"] = "db-b"
-        await node_handlers.node_changed(namespace="ns", name="a2", memo=memo)
-        await node_handlers.node_deleted(namespace="ns", name="a3", memo=memo)
+        await node_handlers.node_changed(namespace="ns", name="a2", memo=node_memos["a2"])
+        await node_handlers.node_deleted(namespace="ns", name="a3", memo=node_memos["a3"])
         reconciled.clear()
-        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=memo)
+        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=secret_memo)
         assert reconciled == ["a1"]
-        await node_handlers.secret_event(namespace="other", labels=secret_labels, memo=memo)
+        await node_handlers.secret_event(namespace="other", labels=secret_labels, memo=secret_memo)
         assert reconciled == ["a1"]
         del kube.bodies["a1"]  # gone without a delete handler run (e.g. while the operator was down)
-        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=memo)
+        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=secret_memo)
         assert node_handlers.mempool_users(memo).users("ns", "db-a") == []
+
+    asyncio.run(main())
+
+
+def test_a_retry_scheduled_from_one_objects_handler_is_cancelled_when_the_operator_stops() -> None:
+    """A dump Job's event schedules its AitbcDatabase's retry in the Job's own memo; the cleanup handler, given the
+    operator's memo, still cancels it."""
+    memo = operator_memo()
+
+    async def main() -> None:
+        database_handlers.recheck_later(per_object(memo), "ns", "db", 30.0)
+        (task,) = database_handlers.retries(memo).values()
+        await database_handlers.cancel_retries(memo=memo)
+        await asyncio.sleep(0)
+        assert task.cancelled()
 
     asyncio.run(main())

@@ -29,6 +29,12 @@ class _HeldLock:
     users: int = 0
 
 
+def locks(memo: MutableMapping[str, Any]) -> dict[tuple[str, str, str], _HeldLock]:
+    """The per-object locks of the operator (in its memo: see handlers.share_registries)."""
+    held: dict[tuple[str, str, str], _HeldLock] = memo.setdefault("locks", {})
+    return held
+
+
 @contextlib.asynccontextmanager
 async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str, name: str) -> AsyncIterator[None]:
     """Hold the object's lock: the create/update handler, the daemon and child watchers never reconcile it at once.
@@ -36,9 +42,9 @@ async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str,
     The lock exists while someone holds or waits for it, and is forgotten after the last one (the dict would
     otherwise grow with every object ever seen, deleted ones and child events for unknown owners included).
     """
-    locks: dict[tuple[str, str, str], _HeldLock] = memo.setdefault("locks", {})
+    registry = locks(memo)
     key = (kind, namespace, name)
-    held = locks.setdefault(key, _HeldLock())
+    held = registry.setdefault(key, _HeldLock())
     held.users += 1
     try:
         async with held.lock:
@@ -46,7 +52,7 @@ async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str,
     finally:
         held.users -= 1
         if held.users == 0:
-            del locks[key]
+            del registry[key]
 
 
 class Stopped(Protocol):

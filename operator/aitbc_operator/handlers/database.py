@@ -57,7 +57,7 @@ async def reconcile(
         )
         for reason, message, warning in outcome.events:
             event(body, reason, message, warning=warning)
-        pending = _retries(memo).pop((namespace, name), None)
+        pending = retries(memo).pop((namespace, name), None)
         if pending is not None and pending is not asyncio.current_task():
             pending.cancel()  # converged: the scheduled retry has nothing left to do
         if outcome.requeue_after is not None and outcome.requeue_after < DRIFT_INTERVAL:
@@ -65,10 +65,10 @@ async def reconcile(
         return outcome
 
 
-def _retries(memo: MutableMapping[str, Any]) -> dict[tuple[str, str], asyncio.Task[None]]:
+def retries(memo: MutableMapping[str, Any]) -> dict[tuple[str, str], asyncio.Task[None]]:
     """The scheduled retries of failed reconciles, one per AitbcDatabase (removed when they run or are cancelled)."""
-    retries: dict[tuple[str, str], asyncio.Task[None]] = memo.setdefault("database_retries", {})
-    return retries
+    pending: dict[tuple[str, str], asyncio.Task[None]] = memo.setdefault("database_retries", {})
+    return pending
 
 
 def retry_later(memo: MutableMapping[str, Any], namespace: str, name: str, failure: kopf.TemporaryError) -> None:
@@ -79,20 +79,20 @@ def retry_later(memo: MutableMapping[str, Any], namespace: str, name: str, failu
     AITBC_MAX_WORKERS slots all along. With a dead PostgreSQL server, its resources - failing fast thanks to the
     pool's circuit breaker - would hold every slot in turn and starve the resources of healthy servers.
     """
-    retries = _retries(memo)
-    current = retries.get((namespace, name))
+    pending = retries(memo)
+    current = pending.get((namespace, name))
     if current is None or current.done():
-        retries[(namespace, name)] = asyncio.create_task(_retry(memo, namespace, name, failure),
+        pending[(namespace, name)] = asyncio.create_task(_retry(memo, namespace, name, failure),
                                                           name=f"retry AitbcDatabase {namespace}/{name}")
 
 
 def recheck_later(memo: MutableMapping[str, Any], namespace: str, name: str, delay: float) -> None:
     """Reconcile again after ``delay`` seconds (a rotation waiting for its consumers, a dump or restore Job running,
     a scheduled rotation due before the next drift pass), in a task of its own like ``retry_later``."""
-    retries = _retries(memo)
-    current = retries.get((namespace, name))
+    pending = retries(memo)
+    current = pending.get((namespace, name))
     if current is None or current.done():
-        retries[(namespace, name)] = asyncio.create_task(
+        pending[(namespace, name)] = asyncio.create_task(
             _retry(memo, namespace, name, kopf.TemporaryError("recheck", delay=max(delay, 0.5))),
             name=f"recheck AitbcDatabase {namespace}/{name}")
 
@@ -103,7 +103,7 @@ async def _retry(memo: MutableMapping[str, Any], namespace: str, name: str, fail
         await asyncio.wait({cause.settled}, timeout=RECONCILE_TIMEOUT)
     else:
         await asyncio.sleep(failure.delay or DEFAULT_RETRY)
-    _retries(memo).pop((namespace, name), None)
+    retries(memo).pop((namespace, name), None)
     try:
         await reconcile(memo, namespace, name)
     except kopf.TemporaryError as exc:
@@ -115,7 +115,7 @@ async def _retry(memo: MutableMapping[str, Any], namespace: str, name: str, fail
 @kopf.on.cleanup()
 async def cancel_retries(memo: kopf.Memo, **_: Any) -> None:
     """The operator stops: scheduled retries must not act after it."""
-    for task in _retries(memo).values():
+    for task in retries(memo).values():
         task.cancel()
 
 
