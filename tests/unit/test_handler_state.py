@@ -20,7 +20,7 @@ from aitbc_operator.handlers.common import Requeues, object_lock
 from aitbc_operator.k8s.resources import AITBC_NODE, Kind
 from aitbc_operator.reconcilers.node import NodeOutcome
 from aitbc_operator.settings import Settings
-from tests.factories import make_node
+from tests.factories import make_database, make_node
 
 #: Every wait below is bounded by this; the poll interval of the daemon is ten times longer.
 DEADLINE = 3.0
@@ -215,3 +215,29 @@ def test_a_retry_scheduled_from_one_objects_handler_is_cancelled_when_the_operat
         assert task.cancelled()
 
     asyncio.run(main())
+
+
+def test_a_resume_converges_without_logging_in_as_the_role_and_a_creation_or_change_logs_in(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart opens no server connection per AitbcDatabase to check its password (the drift check does)."""
+    body = make_database("db", "ns")
+    body["metadata"]["resourceVersion"] = "1"
+    checks: list[bool] = []
+
+    async def fake_reconcile(kube: Any, pool: Any, obj: Any, *, verify_password: bool, **_: Any) -> Any:
+        checks.append(verify_password)
+        return database_handlers.DatabaseOutcome()
+
+    class TrackingKube:
+        async def current(self, kind: Kind, seen: dict[str, Any]) -> dict[str, Any]:
+            return seen
+
+    monkeypatch.setattr(database_handlers, "reconcile_database", fake_reconcile)
+    memo = operator_memo(kube=TrackingKube(), pg=None)
+
+    async def main() -> None:
+        await database_handlers.database_resumed(namespace="ns", name="db", body=body, memo=per_object(memo))
+        await database_handlers.database_changed(namespace="ns", name="db", body=body, memo=per_object(memo))
+
+    asyncio.run(main())
+    assert checks == [False, True]

@@ -119,18 +119,31 @@ async def cancel_retries(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def database_changed(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Spec or annotations changed (e.g. a rotation request), or the operator started: converge.
+    """Spec or annotations changed (e.g. a rotation request): converge.
 
     A temporary failure (already in status: Degraded with its reason) is retried by ``retry_later``, off kopf's
     worker slot; a permanent one waits for a change of the spec, or for the drift timer.
     """
     assert namespace is not None
+    await _converge_or_retry(memo, namespace, name, body, verify_password=True)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def database_resumed(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The operator started: converge, without logging in as the role. The password is checked by the first drift
+    check (within the drift interval, the bound on noticing a changed password anyway); a restart does not open a
+    server connection - a backend process - per AitbcDatabase."""
+    assert namespace is not None
+    await _converge_or_retry(memo, namespace, name, body, verify_password=False)
+
+
+async def _converge_or_retry(memo: MutableMapping[str, Any], namespace: str, name: str, body: kopf.Body, *,
+                             verify_password: bool) -> None:
     try:
-        await reconcile(memo, namespace, name, seen=body)
+        await reconcile(memo, namespace, name, seen=body, verify_password=verify_password)
     except kopf.TemporaryError as exc:
         log.info("AitbcDatabase %s/%s: %s; retried", namespace, name, exc)
         retry_later(memo, namespace, name, exc)
