@@ -107,9 +107,9 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     memo["claims"] = ClaimBook(kube)
     memo["secret_reads"] = SecretReads(kube)
     memo["pg"] = ServerPool()
-    from .handlers import share_registries  # here, not at the top: importing handlers registers them (run() does)
+    from . import handlers  # here, not at the top: importing handlers registers them (run() does)
 
-    share_registries(memo)
+    handlers.share_registries(memo)
 
 
 @kopf.on.cleanup()

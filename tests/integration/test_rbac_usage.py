@@ -51,7 +51,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(600
 OPERATOR_NS, APPS_NS, SERVICE_ACCOUNT = "aitbc-system", "aitbc-apps", "aitbc-operator"
 USER = f"system:serviceaccount:{OPERATOR_NS}:{SERVICE_ACCOUNT}"
 GROUP, VERSION = "aitbc.io", "v1alpha1"
-DB, HOSTPATH_NODE, PVC_NODE = "mempool", "aitbc1", "aitbc2"
+DB, HOSTPATH_NODE, PVC_NODE, REFUSED_NODE = "mempool", "aitbc1", "aitbc2", "aitbc3"
 STEP = 90.0  # per step, generous: a loaded 2-core machine once took more than 40 s for the Drop
 CONNECTION_LIMIT = 7
 
@@ -354,6 +354,18 @@ def test_the_operator_uses_exactly_its_rbac_and_serves_its_metrics(
         # The phase gauge is set from the status the reconcile started from, so it follows one reconcile later.
         wait(lambda: idle(scrape(first), HOSTPATH_NODE, PVC_NODE), "the rollout phase gauges back on Idle")
         check_metrics(scrape(first), rotated=True)
+
+        # A node pod the StatefulSet controller cannot create (Pod Security `baseline` refuses hostPath): only its
+        # Events say why, and the operator lists them.
+        enforce = "pod-security.kubernetes.io/enforce"
+        admin.core.patch_namespace(APPS_NS, {"metadata": {"labels": {enforce: "baseline"}}})
+        admin.create(make_node(REFUSED_NODE, storage={"pvc": DELETE, "hostPath": {
+            "path": "/var/lib/aitbc/rbac-refused", "nodeName": "worker-1"}}))
+        wait(lambda: condition(admin.get("aitbcnodes", REFUSED_NODE), "Degraded") == ("True", "FailedCreate"),
+             "the refused node pod's FailedCreate read from its StatefulSet's Events")
+        admin.delete("aitbcnodes", REFUSED_NODE)
+        wait(lambda: admin.get("aitbcnodes", REFUSED_NODE) is None, "the refused node gone")
+        admin.core.patch_namespace(APPS_NS, {"metadata": {"labels": {enforce: None}}})
 
         # Deletion: nodes (children garbage-collected, the PVC retained), then the database (Drop).
         for node in (HOSTPATH_NODE, PVC_NODE):

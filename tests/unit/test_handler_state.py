@@ -238,6 +238,41 @@ def test_a_resume_converges_without_logging_in_as_the_role_and_a_creation_or_cha
     async def main() -> None:
         await database_handlers.database_resumed(namespace="ns", name="db", body=body, memo=per_object(memo))
         await database_handlers.database_changed(namespace="ns", name="db", body=body, memo=per_object(memo))
+        await database_handlers.cancel_retries(memo=memo)
 
     asyncio.run(main())
     assert checks == [False, True]
+
+
+def test_a_reconciled_database_is_drift_checked_from_the_operators_schedule_until_it_is_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever reconciled it (here a Secret's handler, with its own memo), the object is on the one schedule; a
+    reconcile that finds it gone or being deleted takes it off."""
+    body = make_database("db", "ns")
+    bodies: dict[str, dict[str, Any]] = {"db": body}
+
+    async def fake_reconcile(kube: Any, pool: Any, obj: Any, **_: Any) -> Any:
+        return database_handlers.DatabaseOutcome()
+
+    class ReadingKube:
+        async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+            return bodies.get(name)
+
+    monkeypatch.setattr(database_handlers, "reconcile_database", fake_reconcile)
+    memo = operator_memo(kube=ReadingKube(), pg=None)
+    schedule = database_handlers.drift_schedule(memo)
+
+    async def main() -> None:
+        await database_handlers.reconcile(per_object(memo), "ns", "db")
+        assert len(schedule) == 1
+        body["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+        await database_handlers.drift_check(per_object(memo), "ns", "db")
+        assert len(schedule) == 0
+        del body["metadata"]["deletionTimestamp"]
+        await database_handlers.reconcile(per_object(memo), "ns", "db")
+        del bodies["db"]
+        await database_handlers.drift_check(per_object(memo), "ns", "db")
+        assert len(schedule) == 0
+        await database_handlers.cancel_retries(memo=memo)
+
+    asyncio.run(main())

@@ -19,3 +19,4 @@ def share_registries(memo: MutableMapping[str, Any]) -> None:
     node.requeues(memo)
     node.mempool_users(memo)
     database.retries(memo)
+    database.drift_schedule(memo)

@@ -1,4 +1,4 @@
-"""kopf handlers for AitbcDatabase: converge on create/update/resume, a drift timer, the finalizer, Secret events."""
+"""kopf handlers for AitbcDatabase: converge on create/update/resume, the drift checks, the finalizer, Secret events."""
 
 from __future__ import annotations
 
@@ -18,19 +18,22 @@ from ..k8s.client import FIELD_MANAGER, Kube
 from ..reconcilers.database import RECONCILE_TIMEOUT, DatabaseOutcome, parse_spec, reconcile_database
 from ..reconcilers.database_deletion import DROP_REFUSED_RETRY, DeletionOutcome, delete_database
 from ..reconcilers.database_policy import BACKUP_ANNOTATION, rotation_token
+from ..settings import Settings
 from ..settings import load as load_settings
 from .common import event, guarded, now, object_lock
+from .schedule import Schedule
 
 log = logging.getLogger(__name__)
 KIND = "AitbcDatabase"
 PLURAL = "aitbcdatabases"
-#: Read at import: kopf timers take their interval at registration.
+#: The drift interval, read at import for the retry bounds below (the schedule takes it from the operator's settings).
 DRIFT_INTERVAL = load_settings().drift_interval
 #: A blocked Drop (another AitbcDatabase uses the names, the admin Secret or the server is gone) is retried at least
 #: this often (every drift interval, at most every minute).
 REFUSED_DROP_RETRY = min(DROP_REFUSED_RETRY, DRIFT_INTERVAL)
 #: Seconds before retrying a temporary failure that names no delay.
 DEFAULT_RETRY = 15.0
+_DRIFT = "database-drift"
 
 
 async def reconcile(
@@ -50,7 +53,9 @@ async def reconcile(
         else:
             body = await kube.get(r.AITBC_DATABASE, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            drift_schedule(memo).forget((namespace, name))
             return None
+        track_drift(memo, namespace, name)
         outcome = await guarded(
             KIND, lambda: reconcile_database(kube, pool, body, now=now(), verify_password=verify_password,
                                              claims=memo.get("claims"), reads=memo.get("secret_reads"))
@@ -114,9 +119,10 @@ async def _retry(memo: MutableMapping[str, Any], namespace: str, name: str, fail
 
 @kopf.on.cleanup()
 async def cancel_retries(memo: kopf.Memo, **_: Any) -> None:
-    """The operator stops: scheduled retries must not act after it."""
+    """The operator stops: scheduled retries and drift checks must not act after it."""
     for task in retries(memo).values():
         task.cancel()
+    drift_schedule(memo).stop()
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -188,16 +194,33 @@ async def database_request_pending(
             retry_later(memo, namespace, name, exc)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, idle=None)
-async def database_drift(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def drift_schedule(memo: MutableMapping[str, Any]) -> Schedule:
+    """The drift checks of every AitbcDatabase: one operator-wide schedule (handlers/schedule.py), not kopf timers."""
+    schedule: Schedule | None = memo.get(_DRIFT)
+    if schedule is None:
+        cfg: Settings = memo.get("settings") or Settings()
+        schedule = memo[_DRIFT] = Schedule(cfg.drift_interval, concurrency=cfg.max_workers)
+    return schedule
+
+
+def track_drift(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:
+    """Put the AitbcDatabase on the drift schedule, and run the schedule until the operator stops (``cancel_retries``
+    ends it). Started from the first handler, not at startup: a task takes the context it was created in, and kopf
+    posts Events (kopf.event) only from a context of its handlers."""
+    schedule = drift_schedule(memo)
+    schedule.track((namespace, name))
+    schedule.start(lambda ns, n: drift_check(memo, ns, n))
+
+
+async def drift_check(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:
     """Compare the server with the spec and repair drift; also performs scheduled rotations once due
     (so a rotationPeriod is honoured with the drift interval's granularity).
 
-    In sync, this issues read-only SQL, one login as the role, and no Kubernetes write.
+    In sync, this reads the AitbcDatabase and its connection Secret, issues read-only SQL and one login as the role,
+    and writes nothing.
     """
-    assert namespace is not None
     try:
-        await reconcile(memo, namespace, name, seen=body)
+        await reconcile(memo, namespace, name)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.info("AitbcDatabase %s/%s drift check: %s", namespace, name, exc)
 
@@ -225,6 +248,7 @@ async def database_deleted(
                 raise outcome.blocked
             return outcome
 
+        drift_schedule(memo).forget((namespace, name))
         await guarded(KIND, attempt)
         kube.forget(r.AITBC_DATABASE, namespace, name)
 
