@@ -142,7 +142,8 @@ def test_the_daemon_takes_the_step_a_child_events_reconcile_asks_for(monkeypatch
         daemon = asyncio.ensure_future(node_handlers.node_daemon(stopped=stopped, namespace="ns", name="n1",
                                                                  memo=per_object(memo)))
         await eventually(lambda: len(node_handlers.requeues(memo)) == 1, "the daemon to start")
-        await node_handlers._from_child(per_object(memo), "ns", {LABEL_OWNER: "n1"})  # the pod's own memo
+        await node_handlers._from_child(per_object(memo), "ns", {LABEL_OWNER: "n1"}, None)  # listed: no reconcile
+        await node_handlers._from_child(per_object(memo), "ns", {LABEL_OWNER: "n1"}, "MODIFIED")  # the pod's memo
         await eventually(lambda: calls == [False, True], "the daemon's reconcile after the child event's hint")
         stopped.set()
         await asyncio.wait_for(daemon, DEADLINE)
@@ -191,12 +192,14 @@ def test_a_connection_secret_event_reconciles_exactly_the_nodes_whose_mempool_us
         await node_handlers.node_changed(namespace="ns", name="a2", memo=node_memos["a2"])
         await node_handlers.node_deleted(namespace="ns", name="a3", memo=node_memos["a3"])
         reconciled.clear()
-        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=secret_memo)
+        await node_handlers.secret_event(type=None, namespace="ns", labels=secret_labels, memo=secret_memo)
+        assert reconciled == []  # kopf's replay of the listing at a restart: the nodes' resumes read the Secret
+        await node_handlers.secret_event(type="MODIFIED", namespace="ns", labels=secret_labels, memo=secret_memo)
         assert reconciled == ["a1"]
-        await node_handlers.secret_event(namespace="other", labels=secret_labels, memo=secret_memo)
+        await node_handlers.secret_event(type="MODIFIED", namespace="other", labels=secret_labels, memo=secret_memo)
         assert reconciled == ["a1"]
         del kube.bodies["a1"]  # gone without a delete handler run (e.g. while the operator was down)
-        await node_handlers.secret_event(namespace="ns", labels=secret_labels, memo=secret_memo)
+        await node_handlers.secret_event(type="MODIFIED", namespace="ns", labels=secret_labels, memo=secret_memo)
         assert node_handlers.mempool_users(memo).users("ns", "db-a") == []
 
     asyncio.run(main())

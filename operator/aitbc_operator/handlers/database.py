@@ -272,8 +272,8 @@ async def dump_job_event(type: str | None, namespace: str | None, labels: kopf.L
                          memo: kopf.Memo, **_: Any) -> None:
     """A dump or restore Job finished: record its outcome / take the restore's next step at once."""
     owner = labels.get(LABEL_OWNER)
-    if namespace is None or owner is None or "kube" not in memo or type == "DELETED":
-        return
+    if namespace is None or owner is None or "kube" not in memo or type in (None, "DELETED"):
+        return  # None: kopf's replay of the listing (a restart); the owner's resume reads its Jobs anyway
     conds: list[dict[str, Any]] = dict(status or {}).get("conditions") or []
     finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed") for c in conds)
     if not finished:

@@ -142,9 +142,17 @@ async def node_daemon(
                 log.info("AitbcNode %s/%s: %s", namespace, name, exc)
 
 
-async def _from_child(memo: MutableMapping[str, Any], namespace: str | None, labels: dict[str, str]) -> None:
+def listed(type: str | None) -> bool:
+    """Whether a watch event is kopf's replay of the initial listing (``type`` None; also after a "410 Gone"), not a
+    change: the owner's resume (or its daemon, after a 410) reads its children anyway. At a restart, acting on these
+    reconciled every AitbcNode once per child (pod, StatefulSet, Deployment, Jobs) and per connection Secret."""
+    return type is None
+
+
+async def _from_child(memo: MutableMapping[str, Any], namespace: str | None, labels: dict[str, str],
+                      type: str | None) -> None:
     owner = labels.get(LABEL_OWNER)
-    if not namespace or not owner or "kube" not in memo:
+    if not namespace or not owner or "kube" not in memo or listed(type):
         return
     try:
         await reconcile(memo, namespace, owner)
@@ -156,35 +164,40 @@ _CHILD_LABELS: dict[str, Any] = {LABEL_OWNER: kopf.PRESENT, LABEL_MANAGED_BY: MA
 
 
 @kopf.on.event("v1", "pods", labels={**_CHILD_LABELS, LABEL_COMPONENT: "node"})
-async def node_pod_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def node_pod_event(type: str | None, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo,
+                        **_: Any) -> None:
     """The node pod changed (Ready, restarted, re-created): the rollout may proceed or the RPC must follow."""
-    await _from_child(memo, namespace, dict(labels))
+    await _from_child(memo, namespace, dict(labels), type)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels=_CHILD_LABELS)
-async def statefulset_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def statefulset_event(type: str | None, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo,
+                           **_: Any) -> None:
     """The node StatefulSet changed (revision, readiness, or someone edited it)."""
-    await _from_child(memo, namespace, dict(labels))
+    await _from_child(memo, namespace, dict(labels), type)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD_LABELS)
-async def deployment_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_event(type: str | None, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo,
+                          **_: Any) -> None:
     """The RPC Deployment changed."""
-    await _from_child(memo, namespace, dict(labels))
+    await _from_child(memo, namespace, dict(labels), type)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_CHILD_LABELS)
-async def job_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def job_event(type: str | None, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo,
+                   **_: Any) -> None:
     """A backup, restore or maintenance Job changed (finished): its result goes to status at once."""
-    await _from_child(memo, namespace, dict(labels))
+    await _from_child(memo, namespace, dict(labels), type)
 
 
 @kopf.on.event("v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_DATABASE,
                                         LABEL_OWNER: kopf.PRESENT})
-async def secret_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def secret_event(type: str | None, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo,
+                       **_: Any) -> None:
     """A connection Secret changed (e.g. password rotation): nodes whose mempool uses its AitbcDatabase roll, node
     first. The Secret's owner label names the AitbcDatabase (whatever the Secret's own name)."""
-    if not namespace or "kube" not in memo:
+    if not namespace or "kube" not in memo or listed(type):
         return
     for node in mempool_users(memo).users(namespace, labels[LABEL_OWNER]):
         try:
