@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from aitbc_operator.models.volume_report import ChainVolumeReport, VolumeReport
-from aitbc_operator.volume import cli, fs
+from aitbc_operator.volume import commands as cli
+from aitbc_operator.volume import fs
 from aitbc_operator.volume.report import (
     TERMINATION_MESSAGE_LIMIT,
     render,

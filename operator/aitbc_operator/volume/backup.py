@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from .. import chainpaths
 from ..models.chain_reports import BackupCopy, BackupReport, ChainBackupResult, backup_name, is_backup_name
 from . import db as sq
+from .defaults import DEFAULT_BUSY_TIMEOUT, DEFAULT_KEEP
 from .prepare import utcnow
 
-DEFAULT_KEEP = 7
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
 
@@ -45,7 +45,7 @@ class BackupOptions:
     """integrity_check on every copy."""
     stamp: datetime | None = None
     """The time in the copies' names (a Job passes its slot); default: now."""
-    busy_timeout: float = sq.DEFAULT_BUSY_TIMEOUT
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     now: Callable[[], datetime] = utcnow
 
     def chain_dir(self, chain: str) -> Path:

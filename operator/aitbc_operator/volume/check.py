@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from .. import chainpaths
 from . import db as sq
+from .defaults import DEFAULT_BUSY_TIMEOUT
 from .fs import filesystem_type, has_nocow
 
 
@@ -29,7 +30,7 @@ class CheckOptions:
     data_dir: Path
     chains: tuple[str, ...]
     integrity_check: sq.IntegrityLevel = "full"
-    busy_timeout: float = sq.DEFAULT_BUSY_TIMEOUT
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
 
 
 def block_stats(url: str) -> dict[str, int | None] | None:

@@ -20,237 +20,20 @@ Reports are one line of JSON on stdout; a human summary goes to stderr. Exit sta
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import sys
-import threading
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from .. import chainpaths
-from ..models.base import Status, parse_duration
-from ..models.volume_report import VolumeReport
-from . import db as sq
-from .backup import DEFAULT_KEEP, BackupOptions, backup
-from .maintain import MaintainOptions, maintain
-from .prepare import PrepareOptions, prepare
-from .report import DEFAULT_TERMINATION_LOG, TERMINATION_MESSAGE_LIMIT, dumps, render, write_termination_message
-from .restore import RestoreOptions, restore
-from .serve import DEFAULT_PORT, HealthState, serve
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
+from .defaults import DEFAULT_BUSY_TIMEOUT, DEFAULT_KEEP, DEFAULT_PORT
 
 
-class UsageError(Exception):
-    """A flag or environment variable has an invalid value."""
+def _deferred(action: str) -> Callable[[argparse.Namespace], int]:
+    """The action's implementation (volume/commands.py), imported when it runs: the operator process, which builds
+    this parser too, never loads the volume tool (SQLite, the health server: 1.2 MiB resident)."""
 
-
-def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """A boolean environment variable (true/false, yes/no, on/off, 1/0)."""
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise UsageError(f"{name}={raw!r}: expected true or false")
-
-
-def env_int(env: Mapping[str, str], name: str) -> int | None:
-    """A non-negative integer environment variable, or None when unset or empty."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise UsageError(f"{name}={raw!r}: expected a non-negative integer")
-    return int(raw)
-
-
-def _pick(flag: Any, env: Mapping[str, str], name: str, default: Any) -> Any:
-    return flag if flag is not None else env.get(name) or default
-
-
-def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise UsageError(f"{name}={value!r}: expected one of {', '.join(choices)}")
-    return value
-
-
-def _data_dir(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
-    path = Path(_pick(args.data_dir, env, "AITBC_DATA_DIR", chainpaths.DEFAULT_DATA_DIR))
-    if not path.is_absolute():
-        raise UsageError(f"data dir {str(path)!r} must be an absolute path")
-    return path
-
-
-def _chains(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = _pick(args.chains, env, "AITBC_CHAINS", "")
-    chains = tuple(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
-    if not chains:
-        raise UsageError("no chains: pass --chains ait-mainnet,ait-testnet or set AITBC_CHAINS")
-    try:
-        for chain in chains:
-            chainpaths.validate_chain_id(chain)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    return chains
-
-
-def prepare_options(args: argparse.Namespace, env: Mapping[str, str]) -> PrepareOptions:
-    """PrepareOptions from flags, falling back to the environment."""
-    uid = args.uid if args.uid is not None else env_int(env, "AITBC_UID")
-    gid = args.gid if args.gid is not None else env_int(env, "AITBC_GID")
-    nocow = args.nocow if args.nocow is not None else env_bool(env, "AITBC_DISABLE_COW", True)
-    require = args.require_nocow if args.require_nocow is not None else env_bool(env, "AITBC_REQUIRE_NOCOW", False)
-    journal = _choice(_pick(args.journal_mode, env, "AITBC_JOURNAL_MODE", "wal"), "journal mode", ("wal", "keep"))
-    level = _choice(
-        _pick(args.integrity_check, env, "AITBC_INTEGRITY_CHECK", "quick"), "integrity check", ("quick", "full", "off")
-    )
-    return PrepareOptions(
-        data_dir=_data_dir(args, env), chains=_chains(args, env), uid=uid, gid=gid, nocow=nocow,
-        require_nocow=require, journal_mode=journal,  # type: ignore[arg-type]  # checked by _choice
-        integrity_check=level,  # type: ignore[arg-type]
-        busy_timeout=args.busy_timeout,
-    )
-
-
-def _summary(report: VolumeReport, warnings: list[str]) -> str:
-    lines = [f"warning: {w}" for w in warnings]
-    if not report.ok:
-        lines.append(f"error: {report.error}")
-    elif report.changed:
-        lines.append(f"volume prepared ({report.fs}, NOCOW {report.nocow}): {', '.join(report.actions)}")
-    else:
-        lines.append(f"volume already prepared ({report.fs}, NOCOW {report.nocow}): nothing changed")
-    return "\n".join(lines)
-
-
-def cmd_prepare(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run `volume prepare`; print the report and write the termination message."""
-    opts = prepare_options(args, env)
-    report, warnings = prepare(opts)
-    text = render(report)
-    print(text)
-    print(_summary(report, warnings), file=sys.stderr)
-    log = args.termination_log or env.get("AITBC_TERMINATION_LOG") or str(DEFAULT_TERMINATION_LOG)
-    write_termination_message(text, Path(log))
-    return 0 if report.ok else 1
-
-
-def _report(args: argparse.Namespace, env: Mapping[str, str], report: Status) -> None:
-    """Print a report and write it as the termination message (a Job's result), within the kubelet's limit."""
-    text = dumps(report.to_wire())
-    print(text)
-    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        text = text.encode()[:TERMINATION_MESSAGE_LIMIT].decode(errors="ignore")  # the operator then reads no result
-    log = args.termination_log or env.get("AITBC_TERMINATION_LOG") or str(DEFAULT_TERMINATION_LOG)
-    write_termination_message(text, Path(log))
-
-
-def _backup_dir(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
-    raw = _pick(args.backup_dir, env, "AITBC_BACKUP_DIR", None)
-    if raw is None:
-        return None
-    if not Path(raw).is_absolute():
-        raise UsageError(f"backup dir {raw!r} must be an absolute path")
-    return Path(raw)
-
-
-def _stamp(raw: str | None) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f"--time {raw!r}: expected an ISO 8601 time such as 2026-12-01T02:00:00Z") from exc
-    if stamp.tzinfo is None:
-        raise UsageError(f"--time {raw!r}: give a time zone (Z for UTC)")
-    return stamp
-
-
-def cmd_backup(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run `volume backup`."""
-    keep = args.keep if args.keep is not None else env_int(env, "AITBC_BACKUP_KEEP") or DEFAULT_KEEP
-    if keep < 1:
-        raise UsageError("--keep must be at least 1")
-    try:
-        max_age = None if args.max_age is None else timedelta(seconds=parse_duration(args.max_age))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    result = backup(BackupOptions(data_dir=_data_dir(args, env), chains=_chains(args, env), keep=keep,
-                                  max_age=max_age, backup_dir=_backup_dir(args, env), verify=args.verify,
-                                  stamp=_stamp(args.time), busy_timeout=args.busy_timeout))
-    _report(args, env, result)
-    return 0 if result.ok else 1
-
-
-def cmd_restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run `volume restore` (one chain)."""
-    chains = _chains(args, env)
-    if len(chains) != 1:
-        raise UsageError("restore one chain at a time (--chains ait-mainnet)")
-    uid = args.uid if args.uid is not None else env_int(env, "AITBC_UID")
-    gid = args.gid if args.gid is not None else env_int(env, "AITBC_GID")
-    result = restore(RestoreOptions(data_dir=_data_dir(args, env), chain=chains[0], backup=args.backup,
-                                    backup_dir=_backup_dir(args, env), check_only=args.check_only, uid=uid, gid=gid,
-                                    busy_timeout=args.busy_timeout))
-    _report(args, env, result)
-    return 0 if result.ok else 1
-
-
-def cmd_maintain(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run `volume maintain`."""
-    level = _choice(
-        _pick(args.integrity_check, env, "AITBC_INTEGRITY_CHECK", "full"), "integrity check", ("quick", "full", "off")
-    )
-    result = maintain(MaintainOptions(data_dir=_data_dir(args, env), chains=_chains(args, env),
-                                      checkpoint=args.checkpoint, vacuum=args.vacuum,
-                                      integrity_check=level,  # type: ignore[arg-type]  # checked by _choice
-                                      busy_timeout=max(args.busy_timeout, 30.0)))
-    _report(args, env, result)
-    return 0 if result.ok else 1
-
-
-def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run `volume serve` until SIGTERM."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    state = HealthState(data_dir=_data_dir(args, env), chains=_chains(args, env))
-    serve(state, args.port, args.integrity_interval, stop)
-    return 0
-
-
-def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run `volume check`."""
-    # Imported here: it brings SQLAlchemy (11 MiB resident), which no other command - `run` above all - needs.
-    from .check import CheckOptions, check
-
-    level = _choice(
-        _pick(args.integrity_check, env, "AITBC_INTEGRITY_CHECK", "full"), "integrity check", ("quick", "full", "off")
-    )
-    result = check(CheckOptions(data_dir=_data_dir(args, env), chains=_chains(args, env),
-                                integrity_check=level,  # type: ignore[arg-type]  # checked by _choice
-                                busy_timeout=args.busy_timeout))
-    print(json.dumps(result, separators=(",", ":")))
-    return 0 if result["ok"] else 1
-
-
-def _run(command: Callable[[argparse.Namespace, Mapping[str, str]], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args, os.environ)
-        except UsageError as exc:
-            print(f"aitbc-operator volume: {exc}", file=sys.stderr)
-            return 2
-        except sq.VolumeError as exc:
-            print(f"aitbc-operator volume: {exc}", file=sys.stderr)
-            return 1
+        from . import commands
+
+        return commands.run(action, args)
 
     return run
 
@@ -258,7 +41,7 @@ def _run(command: Callable[[argparse.Namespace, Mapping[str, str]], int]) -> Cal
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="DATA_DIR (env AITBC_DATA_DIR, default /var/lib/aitbc)")
     parser.add_argument("--chains", help="comma-separated chain ids (env AITBC_CHAINS)")
-    parser.add_argument("--busy-timeout", type=float, default=sq.DEFAULT_BUSY_TIMEOUT,
+    parser.add_argument("--busy-timeout", type=float, default=DEFAULT_BUSY_TIMEOUT,
                         help="seconds to wait for a SQLite lock held by someone else (default %(default)s)")
 
 
@@ -285,7 +68,7 @@ def add_volume_parser(sub: Any) -> None:
     prep.add_argument("--integrity-check", choices=("quick", "full", "off"),
                       help="PRAGMA quick_check, integrity_check or none (env AITBC_INTEGRITY_CHECK, default quick)")
     prep.add_argument("--termination-log", help="env AITBC_TERMINATION_LOG, default /dev/termination-log")
-    prep.set_defaults(func=_run(cmd_prepare))
+    prep.set_defaults(func=_deferred("prepare"))
 
     back = actions.add_parser("backup", help="online, height-stamped copy of each chain database (SQLite backup API)")
     _common(back)
@@ -295,7 +78,7 @@ def add_volume_parser(sub: Any) -> None:
     back.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                       help="integrity_check every copy (default on)")
     back.add_argument("--time", help="the time in the copies' names (ISO 8601, e.g. a schedule's slot); default now")
-    back.set_defaults(func=_run(cmd_backup))
+    back.set_defaults(func=_deferred("backup"))
 
     rest = actions.add_parser("restore", help="put a verified copy back as chain.db (node and RPC stopped)")
     _common(rest)
@@ -305,7 +88,7 @@ def add_volume_parser(sub: Any) -> None:
     rest.add_argument("--check-only", action="store_true", help="only find and verify the copy; change nothing")
     rest.add_argument("--uid", type=int, help="owner of the restored file (env AITBC_UID; default: the current one's)")
     rest.add_argument("--gid", type=int, help="group of the restored file (env AITBC_GID)")
-    rest.set_defaults(func=_run(cmd_restore))
+    rest.set_defaults(func=_deferred("restore"))
 
     main = actions.add_parser("maintain", help="WAL checkpoint, VACUUM and integrity check of each chain database")
     _common(main)
@@ -316,17 +99,17 @@ def add_volume_parser(sub: Any) -> None:
                       help="VACUUM; refused while another process has the database open (default off)")
     main.add_argument("--integrity-check", choices=("quick", "full", "off"),
                       help="after the work (env AITBC_INTEGRITY_CHECK, default full)")
-    main.set_defaults(func=_run(cmd_maintain))
+    main.set_defaults(func=_deferred("maintain"))
 
     srv = actions.add_parser("serve", help="the read-only chain-health sidecar: GET /chains (JSON), /metrics")
     _common(srv)
     srv.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default %(default)s)")
     srv.add_argument("--integrity-interval", type=float, default=3600.0,
                      help="seconds between quick_checks of each database (0: never; default %(default)s)")
-    srv.set_defaults(func=_run(cmd_serve))
+    srv.set_defaults(func=_deferred("serve"))
 
     chk = actions.add_parser("check", help="integrity, COUNT(*) and MAX(height) of block per chain")
     _common(chk)
     chk.add_argument("--integrity-check", choices=("quick", "full", "off"),
                      help="env AITBC_INTEGRITY_CHECK, default full")
-    chk.set_defaults(func=_run(cmd_check))
+    chk.set_defaults(func=_deferred("check"))

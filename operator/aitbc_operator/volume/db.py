@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..chainpaths import SQLITE_SIDECAR_SUFFIXES
+from .defaults import DEFAULT_BUSY_TIMEOUT
 
 IntegrityLevel = Literal["quick", "full", "off"]
 
@@ -30,8 +31,6 @@ _PENDING_BYTE = 0x40000000
 _LOCK_RANGE = 512
 _SHM_DMS_BYTE = 128
 
-#: How long SQLite waits for a lock held by someone else before giving up (seconds).
-DEFAULT_BUSY_TIMEOUT = 2.0
 
 
 class VolumeError(Exception):

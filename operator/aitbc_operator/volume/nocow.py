@@ -13,6 +13,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from . import db as sq
+from .defaults import DEFAULT_BUSY_TIMEOUT
 from .fs import has_nocow, set_nocow
 
 #: Suffix of the temporary copy; a leftover from an interrupted run is removed (the original is still intact then).
@@ -67,7 +68,7 @@ def _copy_exclusively(db: Path, tmp: Path, timeout: float) -> tuple[dict[str, in
     return counts, identity
 
 
-def recreate_nocow(db: Path, *, timeout: float = sq.DEFAULT_BUSY_TIMEOUT) -> None:
+def recreate_nocow(db: Path, *, timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
     """Re-create ``db`` as a NOCOW file with identical content, in place.
 
     Refuses (DatabaseBusy) while another process has the database open: first the probes of

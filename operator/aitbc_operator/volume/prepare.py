@@ -28,6 +28,7 @@ from typing import Literal
 from .. import chainpaths
 from ..models.volume_report import ChainVolumeReport, Integrity, NoCowState, VolumeReport
 from . import db as sq
+from .defaults import DEFAULT_BUSY_TIMEOUT
 from .fs import filesystem_type, set_nocow, supports_nocow
 from .nocow import flag_if_empty, needs_recreate, recreate_nocow
 
@@ -59,7 +60,7 @@ class PrepareOptions:
     journal_mode: JournalPolicy = "wal"
     """``wal``: put every chain database in WAL mode; ``keep``: only report the journal mode."""
     integrity_check: sq.IntegrityLevel = "quick"
-    busy_timeout: float = sq.DEFAULT_BUSY_TIMEOUT
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     now: Callable[[], datetime] = utcnow
 
 

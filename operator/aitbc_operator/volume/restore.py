@@ -25,6 +25,7 @@ from .. import chainpaths
 from ..models.chain_reports import BackupCopy, RestoreReport
 from . import db as sq
 from .backup import block_height, read_manifest, sha256_of
+from .defaults import DEFAULT_BUSY_TIMEOUT
 from .fs import has_nocow
 from .prepare import STAMP_FORMAT, utcnow
 
@@ -45,7 +46,7 @@ class RestoreOptions:
     uid: int | None = None
     """Owner of the restored file (default: the current file's, else the chain directory's)."""
     gid: int | None = None
-    busy_timeout: float = sq.DEFAULT_BUSY_TIMEOUT
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     now: Callable[[], datetime] = utcnow
 
     @property

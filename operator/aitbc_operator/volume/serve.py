@@ -27,8 +27,6 @@ from .backup import max_height
 from .fs import filesystem_type
 from .prepare import utcnow
 
-DEFAULT_PORT = 8090
-
 
 @dataclass
 class HealthState:
