@@ -79,7 +79,7 @@ class Settings:
     #: Maximum concurrent handler workers per resource kind.
     max_workers: int = 20
     #: Seconds an object's worker lingers after its last event before it frees its slot (kopf's idle_timeout).
-    worker_idle_timeout: float = 0.5
+    worker_idle_timeout: float = 0.05
     #: Port of the liveness/readiness endpoint (0 disables it).
     health_port: int = 8080
     #: Port of the Prometheus metrics endpoint (0 disables it).

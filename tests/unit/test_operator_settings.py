@@ -20,7 +20,7 @@ def test_defaults_free_worker_slots_quickly_and_post_only_kopf_warnings(monkeypa
     settings = kopf.OperatorSettings()
     configure(settings, settings_mod.load())
     assert settings.queueing.worker_limit == 20
-    assert settings.queueing.idle_timeout == 0.5  # kopf's 5 s would cap 20 workers at ~4 objects/s
+    assert settings.queueing.idle_timeout == 0.05  # kopf's 5 s would cap 20 workers at ~4 objects/s
     assert settings.posting.enabled
     assert settings.posting.level == logging.WARNING
 
