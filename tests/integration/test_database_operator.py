@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import os
 import re
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -520,3 +522,52 @@ def test_server_down_then_up(kube: client.ApiClient, namespace: str, operator: O
         env.wait_condition("app", "Ready", "True", "Reconciled")
         assert env.condition("app", "Degraded") == ("False", "Reconciled")
         assert table_can_be_created(env.secret("app-db")["DATABASE_URL"])
+
+
+# --- restart ---------------------------------------------------------------------------------------------------------
+
+
+def role_sessions(server: PostgresServer, database_name: str) -> int:
+    """Sessions ever established to ``database_name`` (pg_stat_database; flushed when a session ends)."""
+    with server.superuser() as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (database_name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_restart_resumes_without_logging_in_as_the_role_and_the_drift_check_does(
+    kube: client.ApiClient, namespace: str, pg15: PgTestServer, kubeconfig: Path, tmp_path: Path, names: str
+) -> None:
+    """A restarted operator converges every AitbcDatabase without a session as its role (no backend per resource);
+    the password is checked by the drift check, whose login the same count shows."""
+    first = OperatorProcess(kubeconfig, tmp_path / "first.log", namespaces=(namespace,),
+                            env={"AITBC_DRIFT_INTERVAL": "600"}).start()
+    envs = make_env(kube, namespace, pg15.server, pg15.admin_login, first, names)
+    env = next(envs)
+    try:
+        env.create(database("resume", names))
+        env.wait_ready("resume")
+        first.stop()
+        dbname = f"{names}_resume"
+        before = role_sessions(pg15.server, dbname)
+
+        with restarted(kubeconfig, tmp_path / "second.log", namespace, drift="600") as second:
+            wait_until(lambda: reconciles_ok(second) >= 1, READY_TIMEOUT, "the resume")
+        time.sleep(1.5)  # statistics of ended sessions are flushed within a second
+        assert role_sessions(pg15.server, dbname) == before
+
+        with restarted(kubeconfig, tmp_path / "third.log", namespace, drift="2") as third:
+            wait_until(lambda: reconciles_ok(third) >= 2, READY_TIMEOUT, "the resume and a drift check")
+        wait_until(lambda: role_sessions(pg15.server, dbname) > before, 10, "the drift check's login counted")
+    finally:
+        envs.close()  # make_env's cleanup: finalizers released, the test's names dropped
+
+
+@contextmanager
+def restarted(kubeconfig: Path, log: Path, namespace: str, *, drift: str) -> Iterator[OperatorProcess]:
+    """A fresh operator process with drift interval ``drift``, stopped after the block."""
+    proc = OperatorProcess(kubeconfig, log, namespaces=(namespace,), env={"AITBC_DRIFT_INTERVAL": drift}).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

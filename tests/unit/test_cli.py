@@ -66,3 +66,13 @@ def test_run_imports_neither_sqlalchemy_nor_the_kubernetes_client() -> None:
                           env={**os.environ, "AITBC_KUBE_CONNECTIONS": "not a number"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_operator_process_builds_the_parser_without_loading_the_volume_tool() -> None:
+    """What `aitbc-operator run` imports (its parser included) leaves SQLite and the volume commands out."""
+    code = ("import sys; sys.modules.setdefault('kubernetes', None)\n"
+            "import aitbc_operator.operator, aitbc_operator.handlers\n"
+            "from aitbc_operator.cli import build_parser; build_parser()\n"
+            "print(sorted(m for m in ('sqlite3', 'aitbc_operator.volume.commands') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
