@@ -10,8 +10,10 @@ uses the faster of the two.
 The operator process (its CPU from /proc/<pid>/stat, utime + stime, and its own /metrics counters):
 - create: CPU from just before the resources are applied until all are Ready, per resource;
 - RSS: settled VmRSS in the empty namespace, with the N resources Ready, and after the drift checks (idle);
-- drift: its drift timers (AITBC_DRIFT_INTERVAL, --drift-interval, longer than the creation) check all N: CPU per
-  check, its writes, and from outside resourceVersions, Events and DDL lines in the server log (all must stay 0);
+- drift: its drift timers (AITBC_DRIFT_INTERVAL, --drift-interval, longer than the creation) check all N twice: the
+  first pass after the creation (which derives each role's SCRAM keys from its verifier's salt, once per password)
+  and the next one, the steady state the target is for: CPU per check, its writes, and from outside
+  resourceVersions, Events and DDL lines in the server log (all must stay 0);
 - restart: a fresh process until it resumed all N: seconds from its start, CPU, writes, the same outside checks.
 
 Without --kubeconfig it starts its own local control plane (localcluster/cluster.py), without --admin-uri its own
@@ -221,6 +223,7 @@ class Results:
     idle_statements: int = 0
     idle_ddl: int = 0
     idle_logins: int = 0
+    idle_key_logins: int = 0
     idle_log_ddl: int | None = None
     idle_versions_changed: int = 0
     drift_interval: float = 60.0
@@ -232,6 +235,7 @@ class Results:
     peak_kib: int = 0
     create_cpu: float = 0.0
     create_reconciles: float = 0.0
+    drift_first: operator_cost.Window = field(default_factory=operator_cost.Window)
     drift: operator_cost.Window = field(default_factory=operator_cost.Window)
     restart: operator_cost.Window = field(default_factory=operator_cost.Window)
     restart_rss_kib: int = 0
@@ -399,7 +403,9 @@ def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, co
             done = operator_cost.read(proc)
         results.create_cpu, results.create_reconciles = done.cpu - before.cpu, done.reconciled(KIND, before)
         results.rss_ready_kib = procstat.status_kib(pid, "VmRSS")
-        say(f"operator: waiting for its drift checks of all {count} (every {results.drift_interval:g} s)")
+        say(f"operator: waiting for two passes of drift checks of all {count} (every {results.drift_interval:g} s)")
+        results.drift_first = operator_cost.idle_window(proc, outside, KIND, count,
+                                                        timeout=3 * results.drift_interval)
         with profiled(pid, results, "drift"):
             results.drift = operator_cost.idle_window(proc, outside, KIND, count, timeout=3 * results.drift_interval)
         results.rss_idle_kib = procstat.settled_rss(pid, settle=10.0)
@@ -439,7 +445,7 @@ def measure_idle_pass(kubeconfig: Path, namespace: str, server: PostgresServer |
     results.idle_seconds = time.monotonic() - started
     results.idle_calls = dict(kube.calls)
     results.idle_statements, results.idle_ddl = pool.stats.statements, pool.stats.ddl
-    results.idle_logins = pool.stats.login_checks
+    results.idle_logins, results.idle_key_logins = pool.stats.login_checks, pool.stats.key_logins
     if server is not None:
         results.idle_log_ddl = len(server.ddl_statements(ADMIN_ROLE, since=log_offset))
     after = versions(api, namespace)
@@ -474,12 +480,15 @@ def quiet_text(window: operator_cost.Window) -> str:
 def operator_rows(r: Results) -> list[tuple[str, str, str]]:
     """The operator process's own figures."""
     n = r.count
-    drift, restart = r.drift, r.restart
+    first, drift, restart = r.drift_first, r.drift, r.restart
     return [
         ("operator CPU: creating all", f"{r.create_cpu:.2f} s = {ms(r.create_cpu / n)} per resource "
          f"({r.create_reconciles:.0f} reconciles)", "<= 12 ms"),
-        ("operator CPU: idle drift checks", f"{drift.cpu:.2f} s for {drift.reconciles.get(KIND, 0):.0f} checks = "
-         f"{ms(drift.per(KIND))} per check (window {drift.seconds:.0f} s)", "<= 4 ms"),
+        ("operator CPU: first drift checks (keys derived)", f"{first.cpu:.2f} s for "
+         f"{first.reconciles.get(KIND, 0):.0f} checks = {ms(first.per(KIND))} per check", ""),
+        ("  first drift checks changed", quiet_text(first), "all 0"),
+        ("operator CPU: idle drift checks (next pass)", f"{drift.cpu:.2f} s for {drift.reconciles.get(KIND, 0):.0f} "
+         f"checks = {ms(drift.per(KIND))} per check (window {drift.seconds:.0f} s)", "<= 4 ms"),
         ("  drift checks changed", quiet_text(drift), "all 0"),
         ("operator RSS: empty namespace / all Ready / idle",
          f"{mib(r.rss_empty_kib)} / {mib(r.rss_ready_kib)} / {mib(r.rss_idle_kib)} (peak {mib(r.peak_kib)})",
@@ -494,7 +503,7 @@ def operator_rows(r: Results) -> list[tuple[str, str, str]]:
 def table(r: Results) -> str:
     ok = r.ratio <= TARGET_RATIO
     idle_ok = r.idle_writes == 0 and r.idle_ddl == 0 and not r.idle_log_ddl and r.idle_versions_changed == 0
-    operator_ok = r.drift.writes == 0 and r.drift.quiet.clean and r.restart.writes == 0 and r.restart.quiet.clean
+    operator_ok = all(w.writes == 0 and w.quiet.clean for w in (r.drift_first, r.drift, r.restart))
     calls = ", ".join(f"{verb} {n}" for verb, n in sorted(r.idle_calls.items())) or "none"
     rows = [
         ("create: all Ready through the operator", f"{r.ready_seconds:.1f} s", ""),
@@ -510,7 +519,8 @@ def table(r: Results) -> str:
         ("idle drift pass: Kubernetes writes", str(r.idle_writes), "0"),
         ("idle drift pass: resourceVersions changed", str(r.idle_versions_changed), "0"),
         ("idle drift pass: SQL statements (DDL)", f"{r.idle_statements} ({r.idle_ddl})", "read-only"),
-        ("idle drift pass: role logins (password check)", str(r.idle_logins), ""),
+        ("idle drift pass: role logins (password check)", f"{r.idle_logins} ({r.idle_key_logins} with SCRAM keys)",
+         ""),
         ("idle drift pass: DDL lines in the server log",
          "n/a (external server)" if r.idle_log_ddl is None else str(r.idle_log_ddl), "0"),
     ]

@@ -29,7 +29,7 @@ from tests.cluster.fixtures import wait_until
 from tests.factories import make_database
 from tests.operator_fixtures import OperatorProcess, release_finalizers
 from tests.pg.fixtures import ADMIN, PgTestServer
-from tests.pg.inspect import databases, login_error, roles, su
+from tests.pg.inspect import databases, login_error, roles, su, verifier_salt
 from tests.pg.server import LoginInfo, PostgresServer, find_debian_bin_dir
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -298,6 +298,10 @@ def test_drift_of_the_role_is_repaired(env: DbEnv, names: str) -> None:
     db, role = f"{names}_drift", f"{names}_drift_app"
     password = env.secret("drift-db")["password"]
     assert env.password_works(role, password, db)
+    # The salt of the verifier set is recorded (the drift checks' logins derive the role's SCRAM keys from it).
+    first_salt = verifier_salt(env.server, role)
+    assert first_salt is not None
+    assert env.must_get("drift")["status"]["scramSalts"] == {role: first_salt}
 
     # Dropped by hand (a human must first give the database away: a role that owns one cannot be dropped).
     su(env.server, sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db), sql.Identifier(ADMIN)))
@@ -322,6 +326,10 @@ def test_drift_of_the_role_is_repaired(env: DbEnv, names: str) -> None:
     assert not env.password_works(role, "changed-by-hand", db)
     assert env.secret("drift-db")["password"] == password
     env.wait_condition("drift", "Ready", "True", "Reconciled")
+    # Each reset recorded the salt of its new verifier (the keys of the old one were refused, the password too).
+    wait_until(lambda: env.must_get("drift")["status"]["scramSalts"] == {role: verifier_salt(env.server, role)},
+               DRIFT_TIMEOUT, "the salt of the last reset recorded")
+    assert verifier_salt(env.server, role) != first_salt
 
 
 def test_dropped_database_is_recreated_with_a_warning(env: DbEnv, names: str) -> None:

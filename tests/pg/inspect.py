@@ -32,6 +32,14 @@ def roles(server: PostgresServer, prefix: str = "") -> dict[str, RoleRow]:
             for r in rows}
 
 
+def verifier_salt(server: PostgresServer, role: str) -> str | None:
+    """``<iterations>:<salt>`` of the role's SCRAM verifier in pg_authid (None: no SCRAM password)."""
+    with server.superuser() as conn:
+        row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
+    stored = str(row[0]) if row is not None and row[0] is not None else ""
+    return stored.split("$")[1] if stored.startswith("SCRAM-SHA-256$") else None
+
+
 def databases(server: PostgresServer, prefix: str = "") -> dict[str, str]:
     """Databases whose name starts with prefix -> owner."""
     with server.superuser() as conn:

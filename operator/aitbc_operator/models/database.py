@@ -726,6 +726,10 @@ class AitbcDatabaseStatus(Status):
     """AlternatingRoles: which login the Secret holds, and a switch waiting for the consumers."""
     read_only: ReadOnlyStatus | None = None
     """The read-only role and its Secret."""
+    scram_salts: dict[str, str] | None = None
+    """Per role whose password the operator set: the iteration count and salt of its SCRAM-SHA-256 verifier
+    (``4096:<base64>``). Not secret (the server sends both to any client starting a login as the role): the drift
+    checks derive the role's SCRAM keys from them once, then log in without the password's PBKDF2."""
     backup: BackupStatus | None = None
     """The last scheduled and on-demand dumps."""
     restore: RestoreStatus | None = None

@@ -48,7 +48,7 @@ from .plan import (
     plan_drop,
 )
 from .pool import Params, Query, Row, ServerPool, Session
-from .scram import scram_sha256_verifier
+from .scram import salt_of, scram_sha256_verifier
 from .statements import (
     AVAILABLE_EXTENSIONS,
     CONTENT_EXTENSIONS,
@@ -78,6 +78,8 @@ class ReconcileResult:
     steps: tuple[Step, ...]
     server_version: str
     database_size_bytes: int | None
+    salts: Mapping[str, str | None] = field(default_factory=dict)
+    """The roles whose passwords were set: the salt of each one's new verifier (``salt_of``; None: cleared)."""
 
     @property
     def changed(self) -> bool:
@@ -153,9 +155,10 @@ def _grants_set_and_inherit(self_grant: str) -> bool:
 
 
 def apply(session: Session | DatabaseSession, desired: DesiredDatabase, steps: tuple[Step, ...], *,
-          password: str | None, passwords: Mapping[str, str | None] | None = None) -> None:
+          password: str | None, passwords: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
     """Execute the steps in order, one DDL statement each. ``password`` is the owner role's (needed when a step sets
-    it), ``passwords`` those of the other roles a step creates or sets (None: created without one).
+    it), ``passwords`` those of the other roles a step creates or sets (None: created without one). Returns the salt
+    of each verifier set, by role (None: the role was left without a password).
 
     A failing step raises the operator's error naming what it tried (e.g. "create database x owned by y: permission
     denied to create database"), followed by what the steps before it already did, if any.
@@ -182,6 +185,7 @@ def apply(session: Session | DatabaseSession, desired: DesiredDatabase, steps: t
                 exc.args = (f"{exc.message} (done before it: {'; '.join(s.message for s in steps[:done])})",)
             raise
         log.info("%s", step.message)
+    return {role: salt_of(v) if v is not None else None for role, v in verifiers.items()}
 
 
 class DatabaseSession:
@@ -231,11 +235,31 @@ async def in_database(info: AdminConnInfo, database: str, work: Callable[[Databa
     return await asyncio.to_thread(run)
 
 
-async def check_login(pool: ServerPool, info: AdminConnInfo, role: str, password: str, dbname: str) -> LoginCheck:
-    """Log in as ``role`` with ``password`` (a short-lived connection; non-superusers cannot read pg_authid)."""
+async def check_login(pool: ServerPool, info: AdminConnInfo, role: str, password: str, dbname: str,
+                      salt: str | None = None) -> LoginCheck:
+    """Log in as ``role`` with ``password`` (a short-lived connection; non-superusers cannot read pg_authid).
+
+    ``salt``: of the verifier the operator last set for the role (status); the login then uses the password's SCRAM
+    keys (postgres/scram.py), and the password itself only if the server refuses them.
+    """
     pool.stats.login_checks += 1
+    server = (info.host, info.port)
+    keys = pool.login_keys.get(server, role, password, salt) if salt else None
+    kwargs = info.as_role(role, password, dbname).connect_kwargs()
+    if keys is not None:
+        without = {key: value for key, value in kwargs.items() if key != "password"}
+        outcome = await _login({**without, **keys.connect_kwargs()}, role)
+        if outcome is LoginCheck.OK:
+            pool.stats.key_logins += 1
+        if outcome is not LoginCheck.REJECTED:
+            return outcome
+        pool.login_keys.refused(server, role)
+    return await _login(kwargs, role)
+
+
+async def _login(kwargs: dict[str, Any], role: str) -> LoginCheck:
     try:
-        conn = await psycopg.AsyncConnection.connect(**info.as_role(role, password, dbname).connect_kwargs())
+        conn = await psycopg.AsyncConnection.connect(**kwargs)
     except psycopg.OperationalError as exc:
         if password_rejected(exc):
             return LoginCheck.REJECTED
@@ -314,7 +338,7 @@ def observe_contents(session: DatabaseSession, desired: DesiredDatabase) -> Cont
 async def prepare(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabase, *, password: str,
                   password_action: PasswordAction = PasswordAction.KEEP, verify_password: bool = True,
                   previously_created: bool = False, aux_passwords: Mapping[str, AuxPassword] | None = None,
-                  aux_created: frozenset[str] = frozenset()) -> Prepared:
+                  aux_created: frozenset[str] = frozenset(), salts: Mapping[str, str] | None = None) -> Prepared:
     """Observe the server and plan, without changing anything (read-only SQL, maybe logins as the roles).
 
     - ``password``: the password the role must accept (the Secret's, or the one about to be written to it).
@@ -322,11 +346,12 @@ async def prepare(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabas
       reset if it is refused; ROTATE and REISSUE set it on an existing role unconditionally.
     - ``previously_created``: status says the objects existed; missing ones are reported as dropped out of band.
     - ``aux_passwords``/``aux_created``: the same for the logins and the read-only role.
+    - ``salts``: the salts of the verifiers the operator set, by role (``ReconcileResult.salts``), for the logins.
 
     Raises NameConflict, AdoptionRefused, InsufficientPrivilege, InvalidSpec (names that cannot be managed, an
     extension the server lacks) and the connection errors; on any of them nothing was changed.
     """
-    aux_passwords = aux_passwords or {}
+    aux_passwords, salts = aux_passwords or {}, salts or {}
     main_action = password_action if desired.owner_login else PasswordAction.KEEP
 
     def observe_all(session: Session) -> tuple[ServerState, dict[str, AuxRoleState | None], Availability]:
@@ -335,12 +360,14 @@ async def prepare(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabas
     state, aux_states, offered = await pool.run(info, observe_all)
     dbname = desired.database if state.database is not None else info.dbname
     if (verify_password and main_action is PasswordAction.KEEP and desired.owner_login
-            and _login_checkable(state.role) and await check_login(pool, info, desired.role, password, dbname)
+            and _login_checkable(state.role)
+            and await check_login(pool, info, desired.role, password, dbname, salts.get(desired.role))
             is LoginCheck.REJECTED):
         main_action = PasswordAction.RESET
     steps = plan(state, desired, password=main_action, previously_created=previously_created)
     aux_actions = {name: await _aux_action(pool, info, name, aux_states.get(name), aux_passwords.get(name),
-                                           dbname, verify=verify_password) for name in desired.aux_roles}
+                                           dbname, verify=verify_password, salt=salts.get(name))
+                   for name in desired.aux_roles}
     aux = AuxRoles(aux_states, aux_actions, aux_created)
     aux_steps = plan_aux_roles(aux, desired)
     check_aux_privileges(state, aux, desired, aux_steps)
@@ -353,14 +380,14 @@ async def prepare(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabas
 
 
 async def _aux_action(pool: ServerPool, info: AdminConnInfo, name: str, state: AuxRoleState | None,
-                      wanted: AuxPassword | None, dbname: str, *, verify: bool) -> PasswordAction:
+                      wanted: AuxPassword | None, dbname: str, *, verify: bool, salt: str | None) -> PasswordAction:
     """KEEP, unless asked otherwise or the role refuses the password its Secret holds (RESET)."""
     wanted = wanted or AuxPassword()
     if wanted.action is not PasswordAction.KEEP or wanted.password is None or not verify:
         return wanted.action
     if state is None or not state.can_login or state.expires:
         return PasswordAction.KEEP
-    if await check_login(pool, info, name, wanted.password, dbname) is LoginCheck.REJECTED:
+    if await check_login(pool, info, name, wanted.password, dbname, salt) is LoginCheck.REJECTED:
         return PasswordAction.RESET
     return PasswordAction.KEEP
 
@@ -374,8 +401,8 @@ async def execute(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabas
     if server_steps:
 
         def converge(session: Session) -> ReconcileResult:
-            apply(session, desired, server_steps, password=password, passwords=passwords)
-            return ReconcileResult(server_steps, prepared.state.version, _size(session, desired.database))
+            salts = apply(session, desired, server_steps, password=password, passwords=passwords)
+            return ReconcileResult(server_steps, prepared.state.version, _size(session, desired.database), salts)
 
         result = await pool.run(info, converge)
     else:
@@ -393,7 +420,7 @@ async def execute(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabas
         return steps
 
     done = await in_database(info, desired.database, contents)
-    return ReconcileResult(result.steps + done, result.server_version, result.database_size_bytes)
+    return ReconcileResult(result.steps + done, result.server_version, result.database_size_bytes, result.salts)
 
 
 async def reconcile(pool: ServerPool, info: AdminConnInfo, desired: DesiredDatabase, *, password: str,

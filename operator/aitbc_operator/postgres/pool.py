@@ -44,7 +44,7 @@ from psycopg import sql
 
 from ..errors import ServerBusy, ServerConnecting, ServerUnreachable, Stopped
 from .conninfo import ADMIN_OPTIONS, AdminConnInfo
-from .scram import scram_sha256_verifier
+from .scram import LoginKeys, scram_sha256_verifier
 from .translate import translate, translate_connect_error
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class StatementStats:
     statements: int = 0
     ddl: int = 0
     login_checks: int = 0
+    key_logins: int = 0
+    """Of the login checks, those the server accepted with the role's SCRAM keys (no PBKDF2)."""
     jobs: int = 0
     ddl_by_server: dict[ServerKey, int] = field(default_factory=dict)
 
@@ -351,6 +353,8 @@ class ServerPool:
         self._breaker_cooldown, self._clock = breaker_cooldown, clock
         self._stopped = threading.Event()
         self.stats = StatementStats()
+        #: The SCRAM keys of the drift checks' logins as the roles (postgres/scram.py).
+        self.login_keys = LoginKeys()
 
     async def run(self, info: AdminConnInfo, work: Callable[[Session], T]) -> T:
         """Run ``work`` on the server's admin connection, in its worker thread, after the jobs queued before it.

@@ -261,7 +261,7 @@ async def _converge(
     prepared = await postgres.prepare(
         pool, access.info, desired, password=main.password, password_action=_PASSWORD_ACTIONS[main.rotation],
         verify_password=verify_password, previously_created=not first_time, aux_passwords=aux,
-        aux_created=aux_created,
+        aux_created=aux_created, salts=status.scram_salts,
     )
     outcome = DatabaseOutcome()
     login = choice.active if choice is not None else None
@@ -456,6 +456,7 @@ async def _record_success(kube: Kube, body: Mapping[str, Any], spec: AitbcDataba
         new.observed_rotation_token = rotation_token(spec, meta.get("annotations") or {})
     if rotation is not None or new.last_rotation_time is None:
         new.last_rotation_time = now
+    new.scram_salts = _salts(status.scram_salts, result.salts)
     new.secret_hash = day2.secret_hash
     new.consumers = day2.consumers
     new.rotation = day2.rotation
@@ -474,6 +475,13 @@ async def _record_success(kube: Kube, body: Mapping[str, Any], spec: AitbcDataba
     outcome.status_written = await _write_status(kube, body, new.to_wire(), guarded=phases_moved)
     requeues = [next_rotation_in(spec, new, now=now), day2.requeue_after]
     outcome.requeue_after = min((q for q in requeues if q is not None), default=None)
+
+
+def _salts(recorded: Mapping[str, str] | None, changed: Mapping[str, str | None]) -> dict[str, str] | None:
+    """The salts recorded with the ones this reconcile set (a role left without a password loses its entry)."""
+    salts = {**(recorded or {}), **changed}
+    kept = {role: salt for role, salt in salts.items() if salt is not None}
+    return kept or None
 
 
 def _phase(state: RotationStatus | RestoreStatus | None) -> tuple[str, str] | None:
