@@ -92,6 +92,60 @@ def test_object_locks_exclude_each_other_and_are_forgotten() -> None:
     assert memo["locks"] == {}
 
 
+def test_a_burst_of_child_events_makes_one_reconcile_after_the_running_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five child events while a reconcile runs: one more reconcile, which reads the node after all five; a spec
+    change waiting meanwhile is never skipped, and serves the events that arrive while it waits."""
+    body = make_node("n1", "ns")
+    release = asyncio.Event()
+    reads: list[int] = []
+
+    class CountingKube(OneNodeKube):
+        async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+            reads.append(len(arrived))
+            return await super().get(kind, namespace, name)
+
+    arrived: list[int] = []
+
+    async def fake_reconcile(kube: Any, obj: Any, **_: Any) -> NodeOutcome:
+        if len(reads) == 1:
+            await release.wait()
+        return NodeOutcome(requeue_after=None)
+
+    monkeypatch.setattr(node_handlers, "reconcile_node", fake_reconcile)
+    memo = operator_memo(kube=CountingKube(body), settings=Settings())
+
+    async def child() -> None:
+        arrived.append(1)
+        await node_handlers._from_child(per_object(memo), "ns", {LABEL_OWNER: "n1"}, "MODIFIED")
+
+    async def main() -> None:
+        first = asyncio.ensure_future(node_handlers.node_changed(namespace="ns", name="n1", memo=per_object(memo)))
+        await eventually(lambda: reads == [0], "the first reconcile to read the node")
+        events = [asyncio.ensure_future(child()) for _ in range(5)]
+        await eventually(lambda: len(arrived) == 5 and sum(t.done() for t in events) == 4, "four events coalesced")
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *events), DEADLINE)
+        assert reads == [0, 5]  # one reconcile for the five, reading after the last of them
+        assert memo["locks"] == {}
+
+        release.clear()
+        reads.clear()
+        arrived.clear()
+        first = asyncio.ensure_future(child())
+        await eventually(lambda: reads == [1], "a child event's reconcile to read the node")
+        spec_change = asyncio.ensure_future(node_handlers.node_changed(namespace="ns", name="n1",
+                                                                       memo=per_object(memo)))
+        await asyncio.sleep(0)
+        late = asyncio.ensure_future(child())
+        await asyncio.wait_for(late, DEADLINE)  # served by the waiting spec change
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, spec_change), DEADLINE)
+        assert reads == [1, 2]
+        assert memo["locks"] == {}
+
+    asyncio.run(main())
+
+
 def test_a_hint_wakes_the_sleeping_daemon_and_an_entry_lives_as_long_as_its_daemon() -> None:
     registry = Requeues()
 

@@ -27,6 +27,7 @@ def now() -> datetime:
 class _HeldLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
+    waiting: int = 0
 
 
 def locks(memo: MutableMapping[str, Any]) -> dict[tuple[str, str, str], _HeldLock]:
@@ -36,8 +37,14 @@ def locks(memo: MutableMapping[str, Any]) -> dict[tuple[str, str, str], _HeldLoc
 
 
 @contextlib.asynccontextmanager
-async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str, name: str) -> AsyncIterator[None]:
+async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str, name: str, *,
+                      coalesce: bool = False) -> AsyncIterator[bool]:
     """Hold the object's lock: the create/update handler, the daemon and child watchers never reconcile it at once.
+    Yields True once held.
+
+    ``coalesce``: yield False at once, without the lock, when someone already waits for it. For triggers whose
+    reconcile reads the object afresh, when every holder does: the waiting one starts after this trigger happened,
+    so it serves both (a burst of child events makes one reconcile after the running one, not one per event).
 
     The lock exists while someone holds or waits for it, and is forgotten after the last one (the dict would
     otherwise grow with every object ever seen, deleted ones and child events for unknown owners included).
@@ -45,11 +52,19 @@ async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str,
     registry = locks(memo)
     key = (kind, namespace, name)
     held = registry.setdefault(key, _HeldLock())
+    if coalesce and held.waiting:
+        yield False
+        return
     held.users += 1
+    held.waiting += 1
+    waiting = True
     try:
         async with held.lock:
-            yield
+            held.waiting, waiting = held.waiting - 1, False
+            yield True
     finally:
+        if waiting:  # cancelled before it got the lock
+            held.waiting -= 1
         held.users -= 1
         if held.users == 0:
             del registry[key]

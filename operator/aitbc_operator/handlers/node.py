@@ -1,8 +1,9 @@
 """kopf handlers for AitbcNode: spec changes, child changes (pods, StatefulSets, Deployments, Jobs, Secrets), a daemon.
 
 Every trigger runs the same level-based reconcile (reconcilers.node) under the object's lock, on a fresh read of the
-AitbcNode. Child events make rollouts proceed as soon as the node pod turns Ready; the per-node daemon is the safety
-net and enforces the rollout timeout.
+AitbcNode. Child events make rollouts proceed as soon as the node pod turns Ready (a burst of them makes one
+reconcile after the running one: ``object_lock``'s coalescing); the per-node daemon is the safety net and enforces the
+rollout timeout.
 """
 
 from __future__ import annotations
@@ -79,11 +80,17 @@ def requeues(memo: MutableMapping[str, Any]) -> Requeues:
     return registry
 
 
-async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *, probe: bool = False) -> None:
-    """Reconcile one AitbcNode by name (fresh read, under its lock). Raises the operator's errors."""
+async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *, probe: bool = False,
+                    coalesce: bool = False) -> None:
+    """Reconcile one AitbcNode by name (fresh read, under its lock). Raises the operator's errors.
+
+    ``coalesce``: not when another reconcile of it already waits (every one reads the node afresh): a child event's.
+    """
     kube: Kube = memo["kube"]
     cfg: Settings = memo["settings"]
-    async with object_lock(memo, KIND, namespace, name):
+    async with object_lock(memo, KIND, namespace, name, coalesce=coalesce) as held:
+        if not held:
+            return
         body = await kube.get(r.AITBC_NODE, namespace, name)
         mempool_users(memo).record(namespace, name, body)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -155,7 +162,7 @@ async def _from_child(memo: MutableMapping[str, Any], namespace: str | None, lab
     if not namespace or not owner or "kube" not in memo or listed(type):
         return
     try:
-        await reconcile(memo, namespace, owner)
+        await reconcile(memo, namespace, owner, coalesce=True)
     except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
         log.info("AitbcNode %s/%s (child event): %s", namespace, owner, exc)
 
@@ -201,6 +208,6 @@ async def secret_event(type: str | None, namespace: str | None, labels: kopf.Lab
         return
     for node in mempool_users(memo).users(namespace, labels[LABEL_OWNER]):
         try:
-            await reconcile(memo, namespace, node)
+            await reconcile(memo, namespace, node, coalesce=True)
         except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
             log.info("AitbcNode %s/%s (secret event): %s", namespace, node, exc)
