@@ -203,8 +203,7 @@ def cluster_from(kubeconfig: str | None) -> Iterator[Cluster]:
 
 def run(rounds: int, kubeconfig: str | None) -> int:
     with cluster_from(kubeconfig) as cluster, tempfile.TemporaryDirectory(prefix="aitbc-bench-op-") as tmp:
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={p}" for p in crd_files()))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/aitbcnodes.aitbc.io")
+        cluster.apply_crds(crd_files())
         ns = f"bench-{os.urandom(3).hex()}"
         cluster.kubectl("create", "namespace", ns)
         bench = Bench(cluster, ns)

@@ -325,6 +325,26 @@ class Cluster:
             raise ClusterError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
+    def apply_crds(self, files: Iterable[Path], timeout: float = 60.0) -> list[str]:
+        """Server-side apply CRD files (one CRD each) and wait until every one is Established; their names.
+
+        ``kubectl wait --for=condition=Established`` fails at once, instead of waiting, when it reads a CRD the
+        apiserver has not written any condition to yet (".status.conditions accessor error: <nil>"): retried.
+        """
+        paths = list(files)
+        self.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={p}" for p in paths))
+        names = [str(yaml.safe_load(p.read_text())["metadata"]["name"]) for p in paths]
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(deadline - time.monotonic(), 1.0)
+            result = self.kubectl("wait", "--for=condition=Established", f"--timeout={left:.0f}s",
+                                  *(f"crd/{n}" for n in names), check=False, timeout=left + 30)
+            if result.returncode == 0:
+                return names
+            if "accessor error" not in result.stderr or time.monotonic() > deadline:
+                raise ClusterError(f"CRDs {', '.join(names)} not Established: {result.stderr.strip()}")
+            time.sleep(0.2)
+
     def log_tails(self, lines: int = 30) -> str:
         """The tails of the component logs (empty for a reused cluster we did not start)."""
         if self.logs_dir is None or not self.logs_dir.is_dir():
@@ -501,8 +521,7 @@ class LocalCluster(Cluster):
         then watches their kinds from the start (a CRD added later is picked up only by its next 30 s resync)."""
         if not self.crds:
             return
-        self.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={p}" for p in self.crds))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        self.apply_crds(self.crds)
 
     def _write_tokens_and_kubeconfigs(self, ids: Mapping[str, Identity]) -> None:
         lines = [f'{i.token},{i.user},{i.user},"{",".join(i.groups)}"' for i in ids.values()]

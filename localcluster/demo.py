@@ -180,10 +180,7 @@ def run(argv: list[str], *, check: bool = True, new_session: bool = False) -> su
 
 def install_crds(cluster: Cluster) -> None:
     """Apply crds/ and wait until the CRDs are Established."""
-    files = crd_files()
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={f}" for f in files))
-    names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+    cluster.apply_crds(crd_files())
 
 
 def start_operator_process(state: State, kubeconfig: Path) -> None:

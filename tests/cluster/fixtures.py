@@ -20,7 +20,6 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, config
 from localcluster.cluster import Cluster, LocalCluster, crd_files
 
@@ -87,11 +86,7 @@ def k8s_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 @pytest.fixture(scope="session")
 def aitbc_crds(k8s_cluster: Cluster) -> list[str]:
     """Install the generated CRDs (server-side apply, so a reused cluster gets the current ones); their names."""
-    args = [f"--filename={p}" for p in crd_files()]
-    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", *args)
-    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in crd_files()]
-    k8s_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
-    return names
+    return k8s_cluster.apply_crds(crd_files())
 
 
 @pytest.fixture(scope="session")
