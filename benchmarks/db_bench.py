@@ -32,12 +32,11 @@ import asyncio
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from benchmarks import operator_cost, procstat, pyspy
 from benchmarks.db_floor import FloorResult, create_floor
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
-from localcluster.cluster import NODE_NAMES, LocalCluster, default_bin_dir
+from localcluster.cluster import NODE_NAMES, Cluster, LocalCluster
 from psycopg import sql
 from tests.factories import make_database
 from tests.operator_fixtures import SCRIPT, OperatorProcess, release_finalizers
@@ -194,13 +193,7 @@ def kubernetes_cluster(kubeconfig: str | None, workdir: Path, *, nodes: Sequence
             cluster.start()
             stack.callback(cluster.stop)
             path = cluster.kubeconfig
-        kubectl = [str(default_bin_dir() / "kubectl"), f"--kubeconfig={path}"]
-        if not Path(kubectl[0]).exists():
-            kubectl[0] = "kubectl"
-        subprocess.run([*kubectl, "apply", "--server-side", "--force-conflicts",
-                        *(f"--filename={p}" for p in CRD_FILES)], check=True, capture_output=True)
-        subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-                        "crd/aitbcdatabases.aitbc.io"], check=True, capture_output=True)
+        Cluster(path).apply_crds(CRD_FILES)
         yield path
 
 
@@ -235,6 +228,7 @@ class Results:
     peak_kib: int = 0
     create_cpu: float = 0.0
     create_reconciles: float = 0.0
+    create_requests: dict[str, float] = field(default_factory=dict)
     drift_first: operator_cost.Window = field(default_factory=operator_cost.Window)
     drift: operator_cost.Window = field(default_factory=operator_cost.Window)
     restart: operator_cost.Window = field(default_factory=operator_cost.Window)
@@ -402,6 +396,7 @@ def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, co
             results.ready_seconds = time.monotonic() - started
             done = operator_cost.read(proc)
         results.create_cpu, results.create_reconciles = done.cpu - before.cpu, done.reconciled(KIND, before)
+        results.create_requests = {**procstat.delta(done.reads, before.reads), "writes": done.writes - before.writes}
         results.rss_ready_kib = procstat.status_kib(pid, "VmRSS")
         say(f"operator: waiting for two passes of drift checks of all {count} (every {results.drift_interval:g} s)")
         results.drift_first = operator_cost.idle_window(proc, outside, KIND, count,
@@ -477,6 +472,11 @@ def quiet_text(window: operator_cost.Window) -> str:
             f"{q.events_posted} Events, {ddl} DDL lines")
 
 
+def per_resource(requests: Mapping[str, float], n: int) -> str:
+    """``GET 2.0, LIST 0.1, writes 3.0``: requests by verb divided by ``n``."""
+    return ", ".join(f"{verb} {count / n:.2f}" for verb, count in sorted(requests.items()) if count) or "none"
+
+
 def operator_rows(r: Results) -> list[tuple[str, str, str]]:
     """The operator process's own figures."""
     n = r.count
@@ -484,12 +484,14 @@ def operator_rows(r: Results) -> list[tuple[str, str, str]]:
     return [
         ("operator CPU: creating all", f"{r.create_cpu:.2f} s = {ms(r.create_cpu / n)} per resource "
          f"({r.create_reconciles:.0f} reconciles)", "<= 12 ms"),
+        ("  its client's API requests per resource", per_resource(r.create_requests, n), ""),
         ("operator CPU: first drift checks (keys derived)", f"{first.cpu:.2f} s for "
          f"{first.reconciles.get(KIND, 0):.0f} checks = {ms(first.per(KIND))} per check", ""),
         ("  first drift checks changed", quiet_text(first), "all 0"),
         ("operator CPU: idle drift checks (next pass)", f"{drift.cpu:.2f} s for {drift.reconciles.get(KIND, 0):.0f} "
          f"checks = {ms(drift.per(KIND))} per check (window {drift.seconds:.0f} s)", "<= 4 ms"),
         ("  drift checks changed", quiet_text(drift), "all 0"),
+        ("  its client's API requests per check", per_resource({**drift.reads, "writes": drift.writes}, n), ""),
         ("operator RSS: empty namespace / all Ready / idle",
          f"{mib(r.rss_empty_kib)} / {mib(r.rss_ready_kib)} / {mib(r.rss_idle_kib)} (peak {mib(r.peak_kib)})",
          "<= 80 MiB idle with 200"),

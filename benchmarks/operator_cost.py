@@ -1,6 +1,6 @@
 """What the operator process does and costs while a benchmark drives it: readings of its CPU (/proc/<pid>/stat) and
-of its own counters (/metrics: reconciles by kind, its API client's writes), and the two idle measurements every
-benchmark at scale needs, judged from outside as well (resourceVersions, Events, DDL lines in the server log):
+of its own counters (/metrics: reconciles by kind, its API client's writes and reads), and the two idle measurements
+every benchmark at scale needs, judged from outside as well (resourceVersions, Events, DDL lines in the server log):
 
 - `idle_window`: the running operator's drift checks of every resource, none of them changing anything;
 - `restart`: a fresh operator process from its start until it resumed every resource.
@@ -24,12 +24,14 @@ IDLE_POLL = 2.0
 
 @dataclass(frozen=True)
 class Reading:
-    """The operator at one moment: monotonic time, CPU seconds used, reconciles by kind, its client's writes."""
+    """The operator at one moment: monotonic time, CPU seconds used, reconciles by kind, its client's writes, and
+    its client's reads by verb (GET, LIST)."""
 
     at: float
     cpu: float
     reconciles: Mapping[str, float]
     writes: float
+    reads: Mapping[str, float] = field(default_factory=dict)
 
     def reconciled(self, kind: str, since: Reading | None = None) -> float:
         """Reconciles of ``kind`` so far (or since an earlier reading)."""
@@ -42,7 +44,8 @@ def read(proc: OperatorProcess) -> Reading:
     cpu = procstat.cpu_seconds(proc.proc.pid)
     text = proc.metrics()
     return Reading(time.monotonic(), cpu, procstat.counters(text, "aitbc_reconcile", "kind"),
-                   sum(procstat.counters(text, "aitbc_kube_writes", "verb").values()))
+                   sum(procstat.counters(text, "aitbc_kube_writes", "verb").values()),
+                   procstat.counters(text, "aitbc_kube_reads", "verb"))
 
 
 def scrape_cost(proc: OperatorProcess, scrapes: int = 20) -> float:
@@ -118,6 +121,7 @@ class Window:
     reconciles: dict[str, float] = field(default_factory=dict)
     writes: float = 0.0
     quiet: Quiet = field(default_factory=Quiet)
+    reads: dict[str, float] = field(default_factory=dict)
 
     def per(self, kind: str) -> float:
         """CPU seconds per reconcile of ``kind`` in the window."""
@@ -135,7 +139,8 @@ def idle_window(proc: OperatorProcess, outside: Outside, kind: str, count: int, 
                                 poll=IDLE_POLL)
     time.sleep(1.0)  # the last check's status write, if it made one, lands before we look
     return Window(end.at - start.at, end.cpu - start.cpu - scrapes * cost,
-                  {k: end.reconciled(k, start) for k in end.reconciles}, end.writes - start.writes, watch.quiet())
+                  {k: end.reconciled(k, start) for k in end.reconciles}, end.writes - start.writes, watch.quiet(),
+                  procstat.delta(end.reads, start.reads))
 
 
 def restart(make: Callable[[], OperatorProcess], outside: Outside, counts: Mapping[str, int],
@@ -152,4 +157,4 @@ def restart(make: Callable[[], OperatorProcess], outside: Outside, counts: Mappi
         proc.stop()
         raise
     time.sleep(1.0)
-    return proc, Window(end.at - began, end.cpu, dict(end.reconciles), end.writes, watch.quiet())
+    return proc, Window(end.at - began, end.cpu, dict(end.reconciles), end.writes, watch.quiet(), dict(end.reads))

@@ -25,6 +25,7 @@ Series:
                                                  server-side applies, status patches, the leader Lease), by HTTP verb
                                                  and resource, e.g. {verb="PATCH", resource="aitbcnodes/status"};
                                                  kopf's own writes (finalizers, annotations, Events) are not counted
+  aitbc_kube_reads_total{verb, resource}         the same client's reads: verb GET (one object) or LIST
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ ROLLOUT_PHASE = Gauge(
 )
 KUBE_WRITES = Counter(
     "aitbc_kube_writes", "Kubernetes write requests of the operator's client.", ["verb", "resource"], registry=REGISTRY
+)
+KUBE_READS = Counter(
+    "aitbc_kube_reads", "Kubernetes read requests of the operator's client.", ["verb", "resource"], registry=REGISTRY
 )
 
 VOLUME_EXPANSIONS = Counter("aitbc_volume_expansions", "Chain volume claims expanded (storage.pvc.autoExpand).",

@@ -6,7 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
-from aitbc_operator.k8s.client import ANNOTATION_APPLIED, Kube, with_fingerprint
+from aitbc_operator.k8s.client import ANNOTATION_APPLIED, Kube, read_verb, resource_of, with_fingerprint
 
 
 class RecordingKube(Kube):
@@ -79,3 +79,13 @@ def test_status_patch_removes_nested_keys_explicitly() -> None:
     current = {"backup": {"running": {"job": "j"}, "chains": [1]}, "volume": {"fs": "btrfs"}}
     desired = {"backup": {"chains": [2]}}
     assert _nulls_for_removed(current, desired) == {"backup": {"chains": [2], "running": None}, "volume": None}
+
+
+def test_request_paths_name_their_resource_and_whether_they_list() -> None:
+    cases = {
+        "/api/v1/namespaces/ns/secrets/db": ("secrets", "GET"),
+        "/api/v1/namespaces/ns/secrets?labelSelector=a%3Db": ("secrets", "LIST"),
+        "/apis/aitbc.io/v1alpha1/aitbcdatabases": ("aitbcdatabases", "LIST"),
+        "/apis/aitbc.io/v1alpha1/namespaces/ns/aitbcnodes/n1/status": ("aitbcnodes/status", "GET"),
+    }
+    assert {path: (resource_of(path), read_verb(path)) for path in cases} == cases

@@ -177,6 +177,8 @@ class Kube:
         self.calls[method] += 1
         if method != "GET":
             metrics.KUBE_WRITES.labels(method, resource_of(path)).inc()
+        else:
+            metrics.KUBE_READS.labels(read_verb(path), resource_of(path)).inc()
         limit = self._timeout if seconds is None else seconds
         try:
             async with self._slots, asyncio.timeout(limit):
@@ -334,16 +336,27 @@ class Kube:
         return True
 
 
-def resource_of(path: str) -> str:
-    """The resource (and subresource) a REST path names: ``secrets``, ``aitbcnodes/status``, ``leases``."""
+def _rest(path: str) -> list[str]:
+    """``<resource>[/<name>[/<sub>]]`` of a REST path, split."""
     parts = path.split("?")[0].strip("/").split("/")
     # /api/v1/<rest> or /apis/<group>/<version>/<rest>; rest = [namespaces/<ns>/]<resource>[/<name>[/<sub>]]
     rest = parts[3:] if parts[0] == "apis" else parts[2:]
     if len(rest) >= 3 and rest[0] == "namespaces":
         rest = rest[2:]
+    return rest
+
+
+def resource_of(path: str) -> str:
+    """The resource (and subresource) a REST path names: ``secrets``, ``aitbcnodes/status``, ``leases``."""
+    rest = _rest(path)
     if not rest:
         return "unknown"
     return f"{rest[0]}/{rest[2]}" if len(rest) > 2 else rest[0]
+
+
+def read_verb(path: str) -> str:
+    """LIST for a GET of a collection, else GET."""
+    return "LIST" if len(_rest(path)) == 1 else "GET"
 
 
 def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
