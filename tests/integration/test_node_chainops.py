@@ -51,7 +51,7 @@ def test_a_failed_pre_migration_backup_degrades_and_rolls_nothing(
     assert (labels["app.kubernetes.io/component"], labels["aitbc.io/trigger"]) == ("backup", "PreMigration")
     assert jobs[0].metadata.owner_references[0].uid == node["metadata"]["uid"]
 
-    wait_reconciles(operator, 2)  # the daemon goes on: nothing rolls, no second Job
+    wait_reconciles(operator, 2)  # the re-checks go on: nothing rolls, no second Job
     assert template_annotations(api.sts())[ANNOTATION_CONFIG_HASH] == before
     assert mempool_env(api) is None
     assert node["status"]["rollout"]["phase"] == "Held"

@@ -352,7 +352,7 @@ def reconciles(operator: OperatorProcess) -> int:
 
 
 def wait_reconciles(operator: OperatorProcess, count: int) -> None:
-    """Wait until the operator has reconciled AitbcNodes `count` more times (the daemon does every poll interval)."""
+    """Wait until the operator has reconciled AitbcNodes `count` more times (the re-checks do every poll interval)."""
     start = reconciles(operator)
     wait_until(lambda: reconciles(operator) >= start + count, STEP, f"{count} more AitbcNode reconciles")
 
@@ -411,14 +411,14 @@ def test_hostpath_node_gets_every_child_and_becomes_ready_then_resync_writes_not
     rpc_pods = api.pods("rpc")
     assert [p["spec"].get("nodeName") for p in [node_pod, *rpc_pods]] == ["worker-1", "worker-1"]
 
-    # A steady node costs reads only: nothing changes over several daemon resyncs (poll interval 2 s).
+    # A steady node costs reads only: nothing changes over several re-checks (poll interval 2 s).
     def versions() -> dict[str, str]:
         out = {"AitbcNode": api.node()["metadata"]["resourceVersion"]}
         for (kind, name), read in children.items():
             out[f"{kind}/{name}"] = read(name, api.ns).metadata.resource_version
         return out
 
-    # The first daemon resync probes the RPC for head heights (unreachable on kwok) and records that once.
+    # The first re-check probes the RPC for head heights (unreachable on kwok) and records that once.
     wait_until(lambda: all("heightError" in c or "height" in c for c in api.node()["status"]["chains"]), STEP,
                "the first RPC head-height probe")
     before = versions()
@@ -693,7 +693,7 @@ def test_children_names_held_by_hand_made_objects_are_a_name_conflict_and_nothin
                "not by AitbcNode foo: refusing to take it over" in message, message
     assert condition(node, "Ready") == ("False", "NameConflict")
 
-    wait_reconciles(operator, 2)  # the daemon retries: still nothing is written
+    wait_reconciles(operator, 2)  # the re-checks retry: still nothing is written
     reads = {
         ("ConfigMap", "foo-config"): api.core.read_namespaced_config_map,
         ("Service", "foo-node"): api.core.read_namespaced_service,

@@ -1,13 +1,12 @@
-"""The handlers' per-object state: locks that are forgotten when released, daemon wake-ups that honour the requeue
-hint of any reconcile (a child event's included) and go with the daemon. Real asyncio, no kopf operator: the
-reconcile itself is replaced, the handlers and the daemon loop are the operator's."""
+"""The handlers' per-object state: locks that are forgotten when released (and coalesce bursts of child events),
+re-checks that honour the requeue hint of any reconcile (a child event's included) and go with the node, the
+operator-wide registries. Real asyncio, no kopf operator: the reconcile itself is replaced, the handlers and the
+schedule are the operator's."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -16,36 +15,14 @@ from aitbc_operator.builders.common import LABEL_OWNER
 from aitbc_operator.handlers import database as database_handlers
 from aitbc_operator.handlers import node as node_handlers
 from aitbc_operator.handlers import share_registries
-from aitbc_operator.handlers.common import Requeues, object_lock
+from aitbc_operator.handlers.common import object_lock
 from aitbc_operator.k8s.resources import AITBC_NODE, Kind
 from aitbc_operator.reconcilers.node import NodeOutcome
 from aitbc_operator.settings import Settings
 from tests.factories import make_database, make_node
 
-#: Every wait below is bounded by this; the poll interval of the daemon is ten times longer.
+#: Every wait below is bounded by this; the poll interval of the re-checks is ten times longer.
 DEADLINE = 3.0
-
-
-class FakeStopped:
-    """kopf's DaemonStopped as the daemon uses it: truthy once stopped; ``wait(timeout)`` until then."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self._event.is_set()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def wait(self, timeout: float | None = None) -> Awaitable[FakeStopped]:
-        """Like kopf's: a plain method returning an awaitable."""
-        return self._wait(timeout)
-
-    async def _wait(self, seconds: float | None) -> FakeStopped:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), seconds)
-        return self
 
 
 def per_object(base: dict[str, Any]) -> dict[str, Any]:
@@ -146,28 +123,6 @@ def test_a_burst_of_child_events_makes_one_reconcile_after_the_running_one(monke
     asyncio.run(main())
 
 
-def test_a_hint_wakes_the_sleeping_daemon_and_an_entry_lives_as_long_as_its_daemon() -> None:
-    registry = Requeues()
-
-    async def main() -> None:
-        registry.request(("ns", "gone"), 1.0)  # no daemon: ignored, nothing kept
-        assert len(registry) == 0
-        stopped = FakeStopped()
-        with registry.daemon(("ns", "n1")) as entry:
-            sleeping = asyncio.ensure_future(Requeues.sleep(entry, stopped, 30.0))
-            await asyncio.sleep(0.05)
-            assert not sleeping.done()
-            registry.request(("ns", "n1"), 0.05)
-            await asyncio.wait_for(sleeping, DEADLINE)  # not the 30 s poll interval
-            sleeping = asyncio.ensure_future(Requeues.sleep(entry, stopped, 30.0))
-            stopped.set()
-            await asyncio.wait_for(sleeping, DEADLINE)  # stopping ends a sleep too
-            assert len(registry) == 1
-        assert len(registry) == 0
-
-    asyncio.run(main())
-
-
 class OneNodeKube:
     """Enough Kube for handlers.node.reconcile: the AitbcNode can be read."""
 
@@ -178,31 +133,31 @@ class OneNodeKube:
         return self.body if kind == AITBC_NODE and name == self.body["metadata"]["name"] else None
 
 
-def test_the_daemon_takes_the_step_a_child_events_reconcile_asks_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A child event's reconcile asks to be re-checked in 50 ms (a rollout step); the daemon, polling every 30 s,
-    runs then. When it ends, neither its wake-up nor any lock is left behind."""
+def test_the_recheck_takes_the_step_a_child_events_reconcile_asks_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child event's reconcile asks to be re-checked in 50 ms (a rollout step); the schedule, polling every 30 s,
+    re-checks then (probing heights). Once the node is gone, nothing of it is left: no entry, no lock."""
     body = make_node("n1", "ns")
     calls: list[bool] = []
 
     async def fake_reconcile(kube: Any, obj: Any, *, probe_heights: bool, **_: Any) -> NodeOutcome:
-        calls.append(probe_heights)  # the daemon probes heights, child events do not
+        calls.append(probe_heights)  # the re-check probes heights, child events do not
         return NodeOutcome(requeue_after=None if probe_heights else 0.05)
 
     monkeypatch.setattr(node_handlers, "reconcile_node", fake_reconcile)
-    memo = operator_memo(kube=OneNodeKube(body), settings=Settings(node_poll_interval=30.0))
+    kube = OneNodeKube(body)
+    memo = operator_memo(kube=kube, settings=Settings(node_poll_interval=30.0))
 
     async def main() -> None:
-        stopped = FakeStopped()
-        daemon = asyncio.ensure_future(node_handlers.node_daemon(stopped=stopped, namespace="ns", name="n1",
-                                                                 memo=per_object(memo)))
-        await eventually(lambda: len(node_handlers.requeues(memo)) == 1, "the daemon to start")
         await node_handlers._from_child(per_object(memo), "ns", {LABEL_OWNER: "n1"}, None)  # listed: no reconcile
+        assert calls == []
         await node_handlers._from_child(per_object(memo), "ns", {LABEL_OWNER: "n1"}, "MODIFIED")  # the pod's memo
-        await eventually(lambda: calls == [False, True], "the daemon's reconcile after the child event's hint")
-        stopped.set()
-        await asyncio.wait_for(daemon, DEADLINE)
-        assert len(node_handlers.requeues(memo)) == 0
+        await eventually(lambda: calls == [False, True], "the re-check after the child event's hint")
+        assert len(node_handlers.rechecks(memo)) == 1
+        kube.body = make_node("other", "ns")  # n1 is gone
+        await node_handlers.recheck(per_object(memo), "ns", "n1")
+        assert len(node_handlers.rechecks(memo)) == 0
         assert memo["locks"] == {}
+        await node_handlers.stop_rechecks(memo=per_object(memo))
 
     asyncio.run(main())
 

@@ -82,6 +82,37 @@ def test_tracking_again_keeps_the_time_and_nothing_is_checked_before_its_interva
     asyncio.run(main())
 
 
+def test_a_request_brings_the_next_check_forward_and_holds_for_the_checks_after_it() -> None:
+    """With an hour's interval: a request for 20 ms is checked then, and again 20 ms after each check, until a request
+    for None puts it back to the interval; one made during its check counts from the end of that check."""
+    checked: list[str] = []
+    during: list[float | None] = []
+
+    async def check(namespace: str, name: str) -> None:
+        checked.append(name)
+        if during:
+            schedule.request((namespace, name), during.pop())
+
+    schedule = Schedule(3600.0, concurrency=4)
+
+    async def main() -> None:
+        async with running(schedule, check):
+            schedule.request(("ns", "a"), 0.02)
+            await until(lambda: len(checked) >= 3, "three checks 20 ms apart")
+            during.append(None)
+            count = len(checked)
+            await until(lambda: not during, "the request made during a check")
+            await asyncio.sleep(0.1)
+            assert len(checked) == count + 1  # the interval again: no check after the one that asked
+            schedule.request(("ns", "b"), 7200.0)  # capped at the interval, and tracked
+            assert len(schedule) == 2
+            schedule.forget(("ns", "a"))
+            schedule.request(("ns", "b"), 0.02)
+            await until(lambda: "b" in checked, "b brought forward")
+
+    asyncio.run(main())
+
+
 def test_at_most_concurrency_checks_run_at_once_and_a_failing_check_does_not_end_the_schedule() -> None:
     running_now = 0
     most = 0

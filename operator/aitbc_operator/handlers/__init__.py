@@ -16,7 +16,7 @@ def share_registries(memo: MutableMapping[str, Any]) -> None:
     AitbcDatabase's handler left there.
     """
     common.locks(memo)
-    node.requeues(memo)
+    node.rechecks(memo)
     node.mempool_users(memo)
     database.retries(memo)
     database.drift_schedule(memo)

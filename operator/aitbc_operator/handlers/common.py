@@ -1,14 +1,14 @@
-"""What every handler shares: per-object locks, daemon wake-ups, error translation for kopf, events."""
+"""What every handler shares: per-object locks, error translation for kopf, events."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import kopf
 
@@ -39,7 +39,7 @@ def locks(memo: MutableMapping[str, Any]) -> dict[tuple[str, str, str], _HeldLoc
 @contextlib.asynccontextmanager
 async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str, name: str, *,
                       coalesce: bool = False) -> AsyncIterator[bool]:
-    """Hold the object's lock: the create/update handler, the daemon and child watchers never reconcile it at once.
+    """Hold the object's lock: the create/update handler, the re-checks and child watchers never reconcile it at once.
     Yields True once held.
 
     ``coalesce``: yield False at once, without the lock, when someone already waits for it. For triggers whose
@@ -68,66 +68,6 @@ async def object_lock(memo: MutableMapping[str, Any], kind: str, namespace: str,
         held.users -= 1
         if held.users == 0:
             del registry[key]
-
-
-class Stopped(Protocol):
-    """What a kopf daemon gets as ``stopped``: true once the daemon must end; ``wait`` until then or a timeout."""
-
-    def __bool__(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> Awaitable[object]: ...
-
-
-@dataclass
-class _Requeue:
-    """One daemon's next wake-up: the latest hint (seconds after the reconcile that gave it) and who to wake."""
-
-    after: float | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Requeues:
-    """When each object's daemon reconciles next. Every reconcile (spec change, child event, the daemon's own) leaves
-    its hint here; a waiting daemon wakes and sleeps again for the new hint, so a rollout step asked for by a child
-    event's reconcile is taken on time, not after the rest of the poll interval. Entries live as long as the daemon.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], _Requeue] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def request(self, key: tuple[str, str], after: float | None) -> None:
-        """A reconcile of ``key`` asks to be re-checked after ``after`` seconds (None: the poll interval)."""
-        entry = self._entries.get(key)
-        if entry is not None:  # no daemon (yet, or any more): nobody to wake, nothing to keep
-            entry.after = after
-            entry.changed.set()
-
-    @contextlib.contextmanager
-    def daemon(self, key: tuple[str, str]) -> Iterator[_Requeue]:
-        """Register the daemon of ``key`` for as long as the block runs."""
-        entry = self._entries[key] = _Requeue()
-        try:
-            yield entry
-        finally:
-            if self._entries.get(key) is entry:
-                del self._entries[key]
-
-    @staticmethod
-    async def sleep(entry: _Requeue, stopped: Stopped, poll: float) -> None:
-        """Until the latest hint (at most ``poll``) has passed since it was given, or the daemon is stopped."""
-        while not stopped:
-            entry.changed.clear()
-            delay = min(entry.after if entry.after is not None else poll, poll)
-            woken = asyncio.ensure_future(entry.changed.wait())
-            ended = asyncio.ensure_future(stopped.wait(delay))
-            await asyncio.wait({woken, ended}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (woken, ended):
-                task.cancel()
-            if not entry.changed.is_set():  # the delay passed (or the daemon was stopped)
-                return
 
 
 def to_kopf(exc: errors.OperatorError) -> Exception:

@@ -1,9 +1,11 @@
-"""kopf handlers for AitbcNode: spec changes, child changes (pods, StatefulSets, Deployments, Jobs, Secrets), a daemon.
+"""kopf handlers for AitbcNode: spec changes, child changes (pods, StatefulSets, Deployments, Jobs, Secrets), and
+scheduled re-checks.
 
 Every trigger runs the same level-based reconcile (reconcilers.node) under the object's lock, on a fresh read of the
 AitbcNode. Child events make rollouts proceed as soon as the node pod turns Ready (a burst of them makes one
-reconcile after the running one: ``object_lock``'s coalescing); the per-node daemon is the safety net and enforces the
-rollout timeout.
+reconcile after the running one: ``object_lock``'s coalescing); the re-checks, from one operator-wide schedule
+(handlers/schedule.py, not a kopf daemon per node), are the safety net: they come when the latest reconcile asked
+(a rollout step, its timeout) and every poll interval otherwise (RPC head heights).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from ..k8s import resources as r
 from ..k8s.client import Kube
 from ..reconcilers.node import NodeOutcome, reconcile_node
 from ..settings import Settings
-from .common import Requeues, event, guarded, now, object_lock
+from .common import event, guarded, now, object_lock
+from .schedule import Schedule
 
 log = logging.getLogger(__name__)
 KIND = "AitbcNode"
 PLURAL = "aitbcnodes"
-_REQUEUES = "node-requeues"
+_RECHECKS = "node-rechecks"
 _MEMPOOL_USERS = "mempool-users"
 
 
@@ -74,10 +77,30 @@ def mempool_users(memo: MutableMapping[str, Any]) -> MempoolUsers:
     return users
 
 
-def requeues(memo: MutableMapping[str, Any]) -> Requeues:
-    """The AitbcNode daemons' wake-ups (one registry per operator)."""
-    registry: Requeues = memo.setdefault(_REQUEUES, Requeues())
-    return registry
+def rechecks(memo: MutableMapping[str, Any]) -> Schedule:
+    """The re-checks of every AitbcNode: one operator-wide schedule, every poll interval or sooner on request."""
+    schedule: Schedule | None = memo.get(_RECHECKS)
+    if schedule is None:
+        cfg: Settings = memo.get("settings") or Settings()
+        schedule = memo[_RECHECKS] = Schedule(cfg.node_poll_interval, concurrency=cfg.max_workers)
+    return schedule
+
+
+def track_rechecks(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:
+    """Re-check the AitbcNode every poll interval (or as its reconciles ask), failing ones included, and run the
+    schedule until the operator stops. Started from a handler's context, like the drift schedule: kopf posts Events
+    only from there."""
+    schedule = rechecks(memo)
+    schedule.track((namespace, name))
+    schedule.start(lambda ns, n: recheck(memo, ns, n))
+
+
+async def recheck(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:
+    """A scheduled re-check: reconcile, probing the RPC head heights."""
+    try:
+        await reconcile(memo, namespace, name, probe=True)
+    except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
+        log.info("AitbcNode %s/%s: %s", namespace, name, exc)
 
 
 async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *, probe: bool = False,
@@ -94,14 +117,16 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
         body = await kube.get(r.AITBC_NODE, namespace, name)
         mempool_users(memo).record(namespace, name, body)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            rechecks(memo).forget((namespace, name))
             return
+        track_rechecks(memo, namespace, name)
         outcome: NodeOutcome = await guarded(
             KIND,
             lambda: reconcile_node(
                 kube, body, operator_image=cfg.operator_image, now=now(), policy=cfg.node_policy, probe_heights=probe,
             ),
         )
-        requeues(memo).request((namespace, name), outcome.requeue_after)
+        rechecks(memo).request((namespace, name), outcome.requeue_after)
         metrics.set_rollout_phase(namespace, name, outcome.phase)
         metrics.set_chain_figures(namespace, name, outcome.status)
         for reason, message, warning in outcome.events:
@@ -125,33 +150,20 @@ async def node_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: A
     # set the series again after they were removed. Later ones see the deletionTimestamp and stop early.
     async with object_lock(memo, KIND, namespace, name):
         mempool_users(memo).forget(namespace, name)
+        rechecks(memo).forget((namespace, name))
         metrics.set_rollout_phase(namespace, name, None)
         metrics.set_chain_figures(namespace, name, None)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
-async def node_daemon(
-    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Re-check while a rollout runs (timeouts) and every poll interval otherwise (RPC head heights).
-
-    Sleeps until the latest reconcile's requeue hint, whoever ran it (a child event's reconcile included).
-    """
-    assert namespace is not None
-    cfg: Settings = memo["settings"]
-    with requeues(memo).daemon((namespace, name)) as wake:
-        while not stopped:
-            await Requeues.sleep(wake, stopped, cfg.node_poll_interval)
-            if stopped:
-                break
-            try:
-                await reconcile(memo, namespace, name, probe=True)
-            except (kopf.TemporaryError, kopf.PermanentError, errors.OperatorError) as exc:
-                log.info("AitbcNode %s/%s: %s", namespace, name, exc)
+@kopf.on.cleanup()
+async def stop_rechecks(memo: kopf.Memo, **_: Any) -> None:
+    """The operator stops: no re-check may act after it."""
+    rechecks(memo).stop()
 
 
 def listed(type: str | None) -> bool:
     """Whether a watch event is kopf's replay of the initial listing (``type`` None; also after a "410 Gone"), not a
-    change: the owner's resume (or its daemon, after a 410) reads its children anyway. At a restart, acting on these
+    change: the owner's resume (or its re-check, after a 410) reads its children anyway. At a restart, acting on these
     reconciled every AitbcNode once per child (pod, StatefulSet, Deployment, Jobs) and per connection Secret."""
     return type is None
 

@@ -1,9 +1,9 @@
-"""Periodic checks of many objects from one task: the AitbcDatabase drift checks.
+"""Periodic checks of many objects from one task: the AitbcDatabase drift checks, the AitbcNode re-checks.
 
-Not a kopf timer per object: kopf keeps a timer's object body - the whole parsed object, managedFields and kopf's
-own annotations included, ~16 KiB each - and its task for as long as the object exists (measured with 200
-AitbcDatabases: 3.2 MiB of bodies; at 2,000 they would be most of the operator's memory). The schedule keeps a due
-time per object; each check reads the object afresh.
+Not a kopf timer or daemon per object: kopf keeps a timer's or daemon's object body - the whole parsed object,
+managedFields and kopf's own annotations included, ~16 KiB for an AitbcDatabase - and its task for as long as the
+object exists (measured with 200 AitbcDatabases: 3.2 MiB of bodies; at 2,000 they would be most of the operator's
+memory). The schedule keeps a due time per object; each check reads the object afresh.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ _RUNNING = math.inf
 
 class Schedule:
     """When each tracked object is checked next: ``interval`` seconds after it was first tracked, then
-    ``interval`` after its previous check ended (as a kopf timer without ``sharp``). At most ``concurrency`` checks
-    run at once; objects due together are checked in the order they became due."""
+    ``interval`` after its previous check ended (as a kopf timer without ``sharp``) - or sooner, when a reconcile
+    asked for it (``request``). At most ``concurrency`` checks run at once; objects due together are checked in the
+    order they became due."""
 
     def __init__(self, interval: float, *, concurrency: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
         self._due: dict[Key, float] = {}
+        self._hints: dict[Key, float] = {}  # the delay last requested (``request``), for after each check
         self._heap: list[tuple[float, Key]] = []  # (due, key); entries whose due time changed are skipped
         self._changed = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -57,9 +59,19 @@ class Schedule:
         if key not in self._due:
             self._at(key, self._clock() + self._interval)
 
+    def request(self, key: Key, after: float | None) -> None:
+        """Check ``key`` ``after`` seconds from now, and as long after every check that follows until the next request
+        (None, or more than the interval: the interval); tracked from now on if it was not. Asked while its check
+        runs (by that check's reconcile, or another one meanwhile): counted from the end of that check."""
+        delay = self._interval if after is None else min(after, self._interval)
+        self._hints[key] = delay
+        if self._due.get(key) != _RUNNING:
+            self._at(key, self._clock() + delay)
+
     def forget(self, key: Key) -> None:
         """No more checks of ``key`` (it is gone); a check already running ends normally."""
         self._due.pop(key, None)
+        self._hints.pop(key, None)
 
     def _at(self, key: Key, when: float) -> None:
         self._due[key] = when
@@ -113,4 +125,4 @@ class Schedule:
         finally:
             self._slots.release()
             if self._due.get(key) == _RUNNING:
-                self._at(key, self._clock() + self._interval)
+                self._at(key, self._clock() + self._hints.get(key, self._interval))
