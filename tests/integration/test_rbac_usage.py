@@ -258,6 +258,9 @@ def check_metrics(samples: Samples, rotated: bool) -> None:
         assert value(samples, "aitbc_kube_writes_total", verb="PATCH", resource=resource) > 0, resource
     assert value(samples, "aitbc_kube_writes_total", verb="POST", resource="leases") == 1  # created once
     assert value(samples, "aitbc_kube_writes_total", verb="PUT", resource="leases") >= 1  # renewed
+    assert value(samples, "aitbc_kube_reads_total", verb="LIST", resource="aitbcdatabases") >= 1  # the claims
+    assert value(samples, "aitbc_kube_reads_total", verb="GET", resource="secrets") >= 1
+    assert value(samples, "aitbc_kube_reads_total", verb="GET", resource="aitbcnodes") >= 1
 
 
 # --- the lifecycle ----------------------------------------------------------------------------------------------------

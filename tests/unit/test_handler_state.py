@@ -199,7 +199,7 @@ def test_a_connection_secret_event_reconciles_exactly_the_nodes_whose_mempool_us
         assert node_handlers.mempool_users(memo).users("ns", "db-a") == ["a1", "a2", "a3"]
         moves["spec"]["mempool"]["databaseRef"]["name"] = "db-b"
         await node_handlers.node_changed(namespace="ns", name="a2", memo=node_memos["a2"])
-        await node_handlers.node_deleted(namespace="ns", name="a3", memo=node_memos["a3"])
+        await node_handlers.node_event(type="DELETED", namespace="ns", name="a3", memo=node_memos["a3"])
         reconciled.clear()
         await node_handlers.secret_event(type=None, namespace="ns", labels=secret_labels, memo=secret_memo)
         assert reconciled == []  # kopf's replay of the listing at a restart: the nodes' resumes read the Secret

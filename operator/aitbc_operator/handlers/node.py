@@ -115,10 +115,10 @@ async def reconcile(memo: MutableMapping[str, Any], namespace: str, name: str, *
         if not held:
             return
         body = await kube.get(r.AITBC_NODE, namespace, name)
-        mempool_users(memo).record(namespace, name, body)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            rechecks(memo).forget((namespace, name))
+            forget(memo, namespace, name)
             return
+        mempool_users(memo).record(namespace, name, body)
         track_rechecks(memo, namespace, name)
         outcome: NodeOutcome = await guarded(
             KIND,
@@ -142,17 +142,24 @@ async def node_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: A
     await reconcile(memo, namespace, name)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-async def node_deleted(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Children go by garbage collection (a retained PVC and hostPath data stay); forget the metrics series."""
-    assert namespace is not None
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def node_event(type: str | None, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """The AitbcNode is gone (its DELETED event: the operator puts no finalizer on it, so no delete handler would
+    run). Its children go by garbage collection (a retained PVC and hostPath data stay); the operator forgets it."""
+    if type != "DELETED" or namespace is None:
+        return
     # Under the object's lock: a reconcile still running (it read the object before the deletion) would otherwise
-    # set the series again after they were removed. Later ones see the deletionTimestamp and stop early.
+    # set the series again after they were removed. Later ones find it gone and forget it too.
     async with object_lock(memo, KIND, namespace, name):
-        mempool_users(memo).forget(namespace, name)
-        rechecks(memo).forget((namespace, name))
-        metrics.set_rollout_phase(namespace, name, None)
-        metrics.set_chain_figures(namespace, name, None)
+        forget(memo, namespace, name)
+
+
+def forget(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:
+    """The AitbcNode is gone or going: no re-checks, no mempool use, no metrics series."""
+    mempool_users(memo).forget(namespace, name)
+    rechecks(memo).forget((namespace, name))
+    metrics.set_rollout_phase(namespace, name, None)
+    metrics.set_chain_figures(namespace, name, None)
 
 
 @kopf.on.cleanup()
