@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ def test_adding_the_mempool_database_backs_up_every_chain_before_the_node_rolls(
     new_pod = api.pod(NODE_POD)
     assert new_pod is not None
     assert new_pod["metadata"]["uid"] != old_pod
-    rolled_at = new_pod["metadata"]["creationTimestamp"]
+    rolled_at = datetime.fromisoformat(new_pod["metadata"]["creationTimestamp"])  # to the second, like the times below
     # Without spec.backup the copies go to the chain volume's backups/ directory.
     for chain in CHAINS:
         directory = real_ns.chain_dir / "backups" / chain
@@ -217,10 +218,11 @@ def test_adding_the_mempool_database_backs_up_every_chain_before_the_node_rolls(
         (entry,) = manifest["backups"]
         assert entry["verified"] is True
         assert sqlite_one(directory / entry["name"], "PRAGMA integrity_check") == ("ok",)
-        assert entry["time"] <= rolled_at, f"{chain}: copy at {entry['time']}, node rolled at {rolled_at}"
+        copied = datetime.fromisoformat(entry["time"])
+        assert copied <= rolled_at, f"{chain}: copy at {copied}, node rolled at {rolled_at}"
     job = client.BatchV1Api(api.kube).read_namespaced_job(
         f"{NODE}-backup-pm-{after['status']['configHash'][:12]}", api.ns)
-    finished = job.status.completion_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    finished = job.status.completion_time
     assert finished <= rolled_at, f"the backup Job finished at {finished}, after the node pod was made at {rolled_at}"
 
 
