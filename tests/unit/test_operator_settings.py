@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import logging
 import platform
+import ssl
 from typing import Any
 
 import kopf
@@ -11,7 +14,7 @@ import pytest
 
 from aitbc_operator import settings as settings_mod
 from aitbc_operator.builders.common import LABEL_MANAGED_BY, MANAGED_BY
-from aitbc_operator.operator import configure, tune_malloc
+from aitbc_operator.operator import TLS_READ_BUFFER, configure, tune_malloc, tune_tls_buffers
 
 
 def test_defaults_free_worker_slots_quickly_and_post_only_kopf_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +129,6 @@ def test_bad_runtime_settings_are_refused_by_name(
 
 def test_losing_leadership_stops_sql_and_api_calls_at_once() -> None:
     """stop_acting (called from the election's thread) reaches what the startup handler put in kopf's memo."""
-    import asyncio
 
     from aitbc_operator import errors
     from aitbc_operator.k8s.client import Kube
@@ -146,3 +148,14 @@ def test_losing_leadership_stops_sql_and_api_calls_at_once() -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc tuning applies to glibc only")
 def test_malloc_is_tuned_on_glibc() -> None:
     assert tune_malloc() is True
+
+
+def test_tls_connections_read_into_a_small_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)  # restored
+    assert tune_tls_buffers() is True
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = asyncio.sslproto.SSLProtocol(loop, asyncio.Protocol(), ssl.create_default_context(), None)
+        assert len(protocol._ssl_buffer) == TLS_READ_BUFFER < 256 * 1024  # what a connection allocates
+    finally:
+        loop.close()
