@@ -13,6 +13,8 @@ from typing import Any, TypeVar, cast
 import kopf
 
 from .. import errors, metrics
+from ..settings import Settings
+from .schedule import Schedule
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -92,3 +94,13 @@ def event(body: Mapping[str, Any], reason: str, message: str, *, warning: bool =
     Posted whatever ``settings.posting.level`` is: that level only filters kopf's own log lines (operator.py).
     """
     kopf.event(cast(kopf.Body, body), type="Warning" if warning else "Normal", reason=reason, message=message)
+
+
+def shared_schedule(memo: MutableMapping[str, Any], slot: str, interval: Callable[[Settings], float]) -> Schedule:
+    """The operator-wide schedule kept in the operator's memo under ``slot``, made on first use with the settings'
+    ``interval`` and as many checks at once as the operator has workers."""
+    schedule: Schedule | None = memo.get(slot)
+    if schedule is None:
+        cfg: Settings = memo.get("settings") or Settings()
+        schedule = memo[slot] = Schedule(interval(cfg), concurrency=cfg.max_workers)
+    return schedule

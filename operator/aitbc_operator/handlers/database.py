@@ -18,9 +18,8 @@ from ..k8s.client import FIELD_MANAGER, Kube
 from ..reconcilers.database import RECONCILE_TIMEOUT, DatabaseOutcome, parse_spec, reconcile_database
 from ..reconcilers.database_deletion import DROP_REFUSED_RETRY, DeletionOutcome, delete_database
 from ..reconcilers.database_policy import BACKUP_ANNOTATION, rotation_token
-from ..settings import Settings
 from ..settings import load as load_settings
-from .common import event, guarded, now, object_lock
+from .common import event, guarded, now, object_lock, shared_schedule
 from .schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -196,20 +195,14 @@ async def database_request_pending(
 
 def drift_schedule(memo: MutableMapping[str, Any]) -> Schedule:
     """The drift checks of every AitbcDatabase: one operator-wide schedule (handlers/schedule.py), not kopf timers."""
-    schedule: Schedule | None = memo.get(_DRIFT)
-    if schedule is None:
-        cfg: Settings = memo.get("settings") or Settings()
-        schedule = memo[_DRIFT] = Schedule(cfg.drift_interval, concurrency=cfg.max_workers)
-    return schedule
+    return shared_schedule(memo, _DRIFT, lambda cfg: cfg.drift_interval)
 
 
 def track_drift(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:
     """Put the AitbcDatabase on the drift schedule, and run the schedule until the operator stops (``cancel_retries``
     ends it). Started from the first handler, not at startup: a task takes the context it was created in, and kopf
     posts Events (kopf.event) only from a context of its handlers."""
-    schedule = drift_schedule(memo)
-    schedule.track((namespace, name))
-    schedule.start(lambda ns, n: drift_check(memo, ns, n))
+    drift_schedule(memo).keep((namespace, name), lambda ns, n: drift_check(memo, ns, n))
 
 
 async def drift_check(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:

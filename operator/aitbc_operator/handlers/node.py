@@ -23,7 +23,7 @@ from ..k8s import resources as r
 from ..k8s.client import Kube
 from ..reconcilers.node import NodeOutcome, reconcile_node
 from ..settings import Settings
-from .common import event, guarded, now, object_lock
+from .common import event, guarded, now, object_lock, shared_schedule
 from .schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -79,20 +79,14 @@ def mempool_users(memo: MutableMapping[str, Any]) -> MempoolUsers:
 
 def rechecks(memo: MutableMapping[str, Any]) -> Schedule:
     """The re-checks of every AitbcNode: one operator-wide schedule, every poll interval or sooner on request."""
-    schedule: Schedule | None = memo.get(_RECHECKS)
-    if schedule is None:
-        cfg: Settings = memo.get("settings") or Settings()
-        schedule = memo[_RECHECKS] = Schedule(cfg.node_poll_interval, concurrency=cfg.max_workers)
-    return schedule
+    return shared_schedule(memo, _RECHECKS, lambda cfg: cfg.node_poll_interval)
 
 
 def track_rechecks(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:
     """Re-check the AitbcNode every poll interval (or as its reconciles ask), failing ones included, and run the
     schedule until the operator stops. Started from a handler's context, like the drift schedule: kopf posts Events
     only from there."""
-    schedule = rechecks(memo)
-    schedule.track((namespace, name))
-    schedule.start(lambda ns, n: recheck(memo, ns, n))
+    rechecks(memo).keep((namespace, name), lambda ns, n: recheck(memo, ns, n))
 
 
 async def recheck(memo: MutableMapping[str, Any], namespace: str, name: str) -> None:

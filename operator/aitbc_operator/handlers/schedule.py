@@ -54,6 +54,11 @@ class Schedule:
         if self._task is not None:
             self._task.cancel()
 
+    def keep(self, key: Key, check: Callable[[str, str], Awaitable[None]]) -> None:
+        """Track ``key`` and run the checks with ``check`` (``start``)."""
+        self.track(key)
+        self.start(check)
+
     def track(self, key: Key) -> None:
         """Check ``key`` one interval from now, unless it is tracked already (then its time stays)."""
         if key not in self._due:
