@@ -101,3 +101,9 @@ def test_check_login_uses_the_keys_and_falls_back_to_the_password_when_the_salt_
 def test_non_ascii_passwords_get_no_keys() -> None:
     assert derive_keys("naïve-Ⅸ", "4096:" + base64.b64encode(b"0123456789abcdef").decode()) is None
     assert derive_keys("tab\there", "4096:" + base64.b64encode(b"0123456789abcdef").decode()) is None
+
+
+@pytest.mark.parametrize("salt", ["", "4096", "x:MDEyMw==", "4096:not base64!", "0:MDEyMw==", "99999999:MDEyMw==",
+                                  "1:2:3"])
+def test_a_malformed_recorded_salt_gets_no_keys(salt: str) -> None:
+    assert derive_keys("secret", salt) is None  # the login uses the password

@@ -63,13 +63,25 @@ class ScramKeys:
                 "scram_server_key": base64.b64encode(self.server_key).decode("ascii")}
 
 
+#: More PBKDF2 rounds than any verifier of a sane server has (PostgreSQL's scram_iterations tops out at INT_MAX, but
+#: a salt asking for more than this is a hand-edited status, not worth seconds of CPU per password).
+_MAX_ROUNDS = 1_000_000
+
+
 def derive_keys(password: str, salt: str) -> ScramKeys | None:
     """The keys of ``password`` under ``salt`` (``<iterations>:<base64 salt>``), or None when libpq would not derive
-    them from these very bytes: a password that is not printable ASCII may be changed by SASLprep (RFC 4013)."""
+    them from these very bytes: a password that is not printable ASCII may be changed by SASLprep (RFC 4013); or when
+    ``salt`` is not of that form (a hand-edited status: the login then uses the password)."""
     if not (password.isascii() and password.isprintable()):
         return None
-    iterations, salt_b64 = salt.split(":")
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("ascii"), base64.b64decode(salt_b64), int(iterations))
+    try:
+        iterations, salt_b64 = salt.split(":")
+        rounds, raw = int(iterations), base64.b64decode(salt_b64, validate=True)
+    except ValueError:  # binascii.Error included
+        return None
+    if not 0 < rounds <= _MAX_ROUNDS:
+        return None
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("ascii"), raw, rounds)
     return ScramKeys(hmac.digest(salted, b"Client Key", "sha256"), hmac.digest(salted, b"Server Key", "sha256"))
 
 
