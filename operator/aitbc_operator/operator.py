@@ -21,6 +21,7 @@ from . import metrics
 from . import settings as settings_mod
 from .builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from .builders.node_config import COMPONENT_NODE
+from .diffbase import ObservedGenerationDiffBase
 from .k8s import auth, resources
 from .k8s.client import Kube
 from .k8s.lease import Election, LeaderLock
@@ -55,8 +56,8 @@ def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> No
     """All kopf settings, in one place."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="aitbc.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="aitbc.io", key="last-handled-configuration"
+    settings.persistence.diffbase_storage = ObservedGenerationDiffBase(
+        [resources.AITBC_DATABASE.kind], prefix="aitbc.io", key="last-handled-configuration"
     )
     # Streams are re-established by the server at least this often, and a silent stream is noticed by the client.
     settings.watching.server_timeout = int(cfg.watch_server_timeout)

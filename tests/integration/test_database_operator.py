@@ -253,6 +253,8 @@ def test_samples_become_ready_with_working_secrets_then_stay_idle(sample_env: Db
         status = obj["status"]
         assert status["databaseName"] == status["roleName"] == f"aitbc_{service}"
         assert status["observedGeneration"] == obj["metadata"]["generation"]
+        # kopf's diff-base is that observed generation (diffbase.py): no annotation, so no write of its own.
+        assert "aitbc.io/last-handled-configuration" not in (obj["metadata"].get("annotations") or {})
         assert status["secretName"] == f"{name}-db"
         data = env.secret(f"{name}-db")
         url = data["DATABASE_URL"]
