@@ -21,10 +21,10 @@ from . import metrics
 from . import settings as settings_mod
 from .builders.common import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from .builders.node_config import COMPONENT_NODE
-from .diffbase import ObservedGenerationDiffBase
 from .k8s import auth, resources
 from .k8s.client import Kube
 from .k8s.lease import Election, LeaderLock
+from .persistence import ObservedGenerationDiffBase, UnmarkedProgressStorage
 from .postgres import ServerPool
 from .reconcilers.claims import ClaimBook
 from .reconcilers.shared_reads import SecretReads
@@ -55,7 +55,7 @@ def label_selector(labels: dict[str, str]) -> str:
 def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> None:
     """All kopf settings, in one place."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="aitbc.io")
+    settings.persistence.progress_storage = UnmarkedProgressStorage(prefix="aitbc.io")
     settings.persistence.diffbase_storage = ObservedGenerationDiffBase(
         [resources.AITBC_DATABASE.kind], prefix="aitbc.io", key="last-handled-configuration"
     )

@@ -1,5 +1,5 @@
-"""The diff-base (diffbase.py): an AitbcDatabase's last handled state is its status.observedGeneration, never written
-by kopf; other kinds keep kopf's annotation."""
+"""What kopf keeps on objects (persistence.py): an AitbcDatabase's diff-base is its status.observedGeneration, never
+written by kopf; other kinds keep kopf's annotation; the progress storage writes no marker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 import pytest
 
-from aitbc_operator.diffbase import ObservedGenerationDiffBase
+from aitbc_operator.persistence import ObservedGenerationDiffBase, UnmarkedProgressStorage
 
 KEY = "aitbc.io/last-handled-configuration"
 
@@ -58,3 +58,13 @@ def test_a_node_keeps_the_annotation_with_its_labels() -> None:
     assert '"team":"a"' in stored
     relabelled = body("AitbcNode", 1, 1, labels={"team": "b"}, annotations={KEY: stored})
     assert storage().fetch(body=relabelled) != storage().build(body=relabelled)
+
+
+def test_a_handled_change_leaves_nothing_to_write() -> None:
+    """kopf stores a succeeded handler's progress and purges it in the same patch: what remains must be nothing."""
+    patch = kopf.Patch()
+    db = body("AitbcDatabase", 1)
+    progress = UnmarkedProgressStorage(prefix="aitbc.io")
+    progress.store(key=kopf.HandlerId("database_changed"), record={"success": True}, body=db, patch=patch)  # type: ignore[typeddict-item]
+    progress.purge(key=kopf.HandlerId("database_changed"), body=db, patch=patch)
+    assert not patch
