@@ -158,9 +158,9 @@ def request_pending(body: kopf.Body, **_: Any) -> bool:
     """Whether the rotation token (spec field or annotation) differs from the one the status recorded, or the
     on-demand backup annotation from the token last acted on.
 
-    kopf leaves every annotation under its own storage prefix (``aitbc.io/``, see operator.py) out of the diff that
-    triggers on.update, so a change of the ``aitbc.io/rotate-password`` or ``aitbc.io/backup-now`` annotation alone
-    would wait for the next drift pass; this filter lets an event handler act on it at once.
+    kopf starts on.update only when the spec's generation moves (persistence.py), so a change of the
+    ``aitbc.io/rotate-password`` or ``aitbc.io/backup-now`` annotation alone would wait for the next drift pass; this
+    filter lets an event handler act on it at once.
     """
     status = body.get("status") or {}
     observed = status.get("observedRotationToken")
