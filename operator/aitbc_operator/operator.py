@@ -55,10 +55,8 @@ def label_selector(labels: dict[str, str]) -> str:
 def configure(settings: kopf.OperatorSettings, cfg: settings_mod.Settings) -> None:
     """All kopf settings, in one place."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = UnmarkedProgressStorage(prefix="aitbc.io")
-    settings.persistence.diffbase_storage = ObservedGenerationDiffBase(
-        [resources.AITBC_DATABASE.kind], prefix="aitbc.io", key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = UnmarkedProgressStorage()
+    settings.persistence.diffbase_storage = ObservedGenerationDiffBase([resources.AITBC_DATABASE.kind])
     # Streams are re-established by the server at least this often, and a silent stream is noticed by the client.
     settings.watching.server_timeout = int(cfg.watch_server_timeout)
     settings.watching.client_timeout = int(cfg.watch_client_timeout)

@@ -23,6 +23,10 @@ from collections.abc import Iterable
 
 import kopf
 
+#: The prefix of every annotation kopf keeps on the objects, and the key of the diff-base annotation (AitbcNodes).
+PREFIX = "aitbc.io"
+DIFFBASE_KEY = "last-handled-configuration"
+
 
 def _essence(generation: object) -> kopf.BodyEssence:
     """The whole essence of a kind with an observed generation: kopf's diff sees nothing else."""
@@ -33,29 +37,35 @@ class ObservedGenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
     """kopf's annotation diff-base, except for the kinds in ``kinds``: for those the essence is the generation, the
     stored one is ``status.observedGeneration``, and nothing is ever written."""
 
-    def __init__(self, kinds: Iterable[str], *, prefix: str, key: str) -> None:
-        super().__init__(prefix=prefix, key=key)
+    def __init__(self, kinds: Iterable[str]) -> None:
+        super().__init__(prefix=PREFIX, key=DIFFBASE_KEY)
         self._kinds = frozenset(kinds)
+
+    def _by_generation(self, body: kopf.Body) -> bool:
+        return body.get("kind") in self._kinds
 
     def build(self, *, body: kopf.Body,
               extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
-        if body.get("kind") not in self._kinds:
+        if not self._by_generation(body):
             return super().build(body=body, extra_fields=extra_fields)
         return _essence(body.get("metadata", {}).get("generation"))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        if body.get("kind") not in self._kinds:
+        if not self._by_generation(body):
             return super().fetch(body=body)
         observed = (body.get("status") or {}).get("observedGeneration")
         return None if observed is None else _essence(observed)
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        if body.get("kind") not in self._kinds:
+        if not self._by_generation(body):
             super().store(body=body, patch=patch, essence=essence)
 
 
 class UnmarkedProgressStorage(kopf.AnnotationsProgressStorage):
     """kopf's progress annotations, without the ``kopf-managed`` marker (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__(prefix=PREFIX)
 
     def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
         """Nothing: the marker would be the only content of a PATCH after every object's first handled change."""

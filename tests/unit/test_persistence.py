@@ -8,13 +8,13 @@ from typing import Any
 import kopf
 import pytest
 
-from aitbc_operator.persistence import ObservedGenerationDiffBase, UnmarkedProgressStorage
+from aitbc_operator.persistence import DIFFBASE_KEY, PREFIX, ObservedGenerationDiffBase, UnmarkedProgressStorage
 
-KEY = "aitbc.io/last-handled-configuration"
+KEY = f"{PREFIX}/{DIFFBASE_KEY}"
 
 
 def storage() -> ObservedGenerationDiffBase:
-    return ObservedGenerationDiffBase(["AitbcDatabase"], prefix="aitbc.io", key="last-handled-configuration")
+    return ObservedGenerationDiffBase(["AitbcDatabase"])
 
 
 def body(kind: str, generation: int, observed: int | None = None, **meta: Any) -> kopf.Body:
@@ -64,7 +64,7 @@ def test_a_handled_change_leaves_nothing_to_write() -> None:
     """kopf stores a succeeded handler's progress and purges it in the same patch: what remains must be nothing."""
     patch = kopf.Patch()
     db = body("AitbcDatabase", 1)
-    progress = UnmarkedProgressStorage(prefix="aitbc.io")
+    progress = UnmarkedProgressStorage()
     progress.store(key=kopf.HandlerId("database_changed"), record={"success": True}, body=db, patch=patch)  # type: ignore[typeddict-item]
     progress.purge(key=kopf.HandlerId("database_changed"), body=db, patch=patch)
     assert not patch
