@@ -228,6 +228,9 @@ class Results:
     rss_ready_kib: int = 0
     rss_idle_kib: int = 0
     peak_kib: int = 0
+    #: ``procstat.rss_by_mapping`` of the operator in the empty namespace and idle.
+    mappings_empty: dict[str, int] = field(default_factory=dict)
+    mappings_idle: dict[str, int] = field(default_factory=dict)
     create_cpu: float = 0.0
     create_reconciles: float = 0.0
     create_requests: dict[str, float] = field(default_factory=dict)
@@ -411,6 +414,7 @@ def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, co
         assert proc.proc is not None
         pid = proc.proc.pid
         results.rss_empty_kib = procstat.settled_rss(pid, settle=5.0)
+        results.mappings_empty = procstat.mapping_kib(pid)
         say(f"operator: applying {count} AitbcDatabases at once (log: {proc.log})")
         before, writes_before = operator_cost.read(proc), server_writes(api)
         started = time.monotonic()
@@ -432,6 +436,7 @@ def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, co
         with profiled(pid, results, "drift"):
             results.drift = operator_cost.idle_window(proc, outside, KIND, count, timeout=3 * results.drift_interval)
         results.rss_idle_kib = procstat.settled_rss(pid, settle=10.0)
+        results.mappings_idle = procstat.mapping_kib(pid)
         results.peak_kib = procstat.status_kib(pid, "VmHWM")
     finally:
         proc.stop(timeout=60)
@@ -525,6 +530,7 @@ def operator_rows(r: Results) -> list[tuple[str, str, str]]:
          f"{mib(r.rss_empty_kib)} / {mib(r.rss_ready_kib)} / {mib(r.rss_idle_kib)} (peak {mib(r.peak_kib)})",
          "<= 80 MiB idle with 200"),
         ("  per resource (idle - empty)", f"{(r.rss_idle_kib - r.rss_empty_kib) / n:.1f} KiB", ""),
+        ("  by mapping, empty -> idle", procstat.mapping_change(r.mappings_empty, r.mappings_idle), ""),
         ("restart: start -> all resumed", f"{restart.seconds:.1f} s, CPU {restart.cpu:.2f} s "
          f"({ms(restart.cpu / n)} per resource, start-up included), RSS {mib(r.restart_rss_kib)}", "<= 30 s"),
         ("  restart changed", quiet_text(restart), "all 0"),

@@ -92,6 +92,9 @@ class Scale:
     nodes_seconds: float = 0.0
     nodes_cpu: float = 0.0
     rss_empty_kib: int = 0
+    #: ``procstat.rss_by_mapping`` of the first operator in the empty namespace, of the restarted one idle.
+    mappings_empty: dict[str, int] = field(default_factory=dict)
+    mappings_idle: dict[str, int] = field(default_factory=dict)
     restart: operator_cost.Window = field(default_factory=operator_cost.Window)
     drift: operator_cost.Window = field(default_factory=operator_cost.Window)
     rss_idle_kib: int = 0
@@ -171,6 +174,7 @@ def grow(api: client.ApiClient, proc: OperatorProcess, scale: Scale, kwok_nodes:
     assert proc.proc is not None
     pid = proc.proc.pid
     scale.rss_empty_kib = procstat.settled_rss(pid, settle=5.0)
+    scale.mappings_empty = procstat.mapping_kib(pid)
     say(f"creating {scale.nodes} AitbcNodes")
     before, began = procstat.cpu_seconds(pid), time.monotonic()
     create_nodes(api, NAMESPACE, scale.nodes, kwok_nodes)
@@ -200,6 +204,7 @@ def idle(api: client.ApiClient, kubeconfig: Path, workdir: Path, scale: Scale, o
         say(f"waiting for the drift checks of all {total} (every {scale.drift_interval:g} s)")
         scale.drift = operator_cost.idle_window(proc, outside, KIND, total, timeout=3 * scale.drift_interval)
         scale.rss_idle_kib = procstat.settled_rss(proc.proc.pid, settle=10.0)
+        scale.mappings_idle = procstat.mapping_kib(proc.proc.pid)
         scale.peak_kib = procstat.status_kib(proc.proc.pid, "VmHWM")
     finally:
         proc.stop(timeout=60)
@@ -225,6 +230,7 @@ def report(scale: Scale) -> str:
         f"{d.seconds:.0f} s window); {quiet_text(d)}",
         f"operator RSS idle with {total} + {scale.nodes}: {mib(scale.rss_idle_kib)} (target <= 110 MiB; "
         f"peak {mib(scale.peak_kib)})",
+        f"  by mapping, empty -> idle: {procstat.mapping_change(scale.mappings_empty, scale.mappings_idle)}",
     ]
     return "\n".join(lines)
 

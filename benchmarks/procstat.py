@@ -8,6 +8,7 @@ memory once it settled, and the counters of the operator's own /metrics endpoint
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections.abc import Mapping
@@ -46,6 +47,39 @@ def settled_rss(pid: int, *, settle: float, timeout: float = 180.0, window: int 
         if time.monotonic() - began > timeout:
             raise TimeoutError(f"RSS of {pid} did not settle in {timeout:.0f} s: {samples}")
         time.sleep(1.0)
+
+
+#: Groups of a process's mappings for ``rss_by_mapping``: Python's object arenas (anonymous mmaps; also thread
+#: stacks), glibc's brk heap (malloc of C extensions and of Python objects over 512 bytes), file-backed (libraries'
+#: code and data).
+MAPPING_GROUPS = ("anonymous", "heap", "files")
+_MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
+
+
+def rss_by_mapping(smaps: str) -> dict[str, int]:
+    """Resident KiB of a ``/proc/<pid>/smaps`` text by ``MAPPING_GROUPS`` (``[stack]``, ``[vdso]`` and the like go
+    to "anonymous"): where a process's memory is, beyond what tracemalloc or memray see of its live objects."""
+    out = dict.fromkeys(MAPPING_GROUPS, 0)
+    group = "anonymous"
+    for line in smaps.splitlines():
+        if _MAPPING.match(line):  # a mapping's header: range perms offset dev inode [path]
+            fields = line.split(maxsplit=5)
+            path = fields[5].strip() if len(fields) == 6 else ""
+            group = "heap" if path == "[heap]" else "files" if path.startswith("/") else "anonymous"
+        elif line.startswith("Rss:"):
+            out[group] += int(line.split()[1])
+    return out
+
+
+def mapping_kib(pid: int) -> dict[str, int]:
+    """``rss_by_mapping`` of a running process."""
+    return rss_by_mapping(Path(f"/proc/{pid}/smaps").read_text())
+
+
+def mapping_change(before: Mapping[str, int], after: Mapping[str, int]) -> str:
+    """Two ``rss_by_mapping`` readings side by side, in MiB: ``anonymous 40.1 -> 52.0, heap ...``."""
+    return ", ".join(f"{group} {before.get(group, 0) / 1024:.1f} -> {after.get(group, 0) / 1024:.1f}"
+                     for group in MAPPING_GROUPS) + " MiB"
 
 
 def load() -> str:
