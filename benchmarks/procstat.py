@@ -1,5 +1,6 @@
 """What a process costs, read from /proc: CPU seconds (utime + stime), resident memory (VmRSS, VmHWM), the resident
-memory once it settled, and the counters of the operator's own /metrics endpoint.
+memory once it settled and by kind of mapping, and the counters of the operator's own /metrics endpoint. Read by
+hand, not through psutil (not a dependency of the project; each reading here is one file and a few lines).
 
     cpu = cpu_seconds(pid); ...; used = cpu_seconds(pid) - cpu
     rss = settled_rss(pid, settle=10.0)          # KiB
