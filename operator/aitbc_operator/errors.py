@@ -60,6 +60,13 @@ class ApiConflict(TemporaryError):
     delay = 1.0
 
 
+class Expired(TemporaryError):
+    """A watch's resourceVersion is too old (410 Gone): list again, then watch from the list's version."""
+
+    reason = "Expired"
+    delay = 1.0
+
+
 class NotFound(TemporaryError):
     """A referenced object does not exist (yet)."""
 

@@ -105,7 +105,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     memo["settings"] = cfg
     # AitbcDatabase reconciles take the body kopf delivered when it holds the operator's own last write (Kube.current).
     memo["kube"] = kube = Kube.connect(connections=cfg.kube_connections, track=(resources.AITBC_DATABASE,))
-    memo["claims"] = ClaimBook(kube)
+    memo["claims"] = ClaimBook(kube, follow=True)
     memo["secret_reads"] = SecretReads(kube)
     memo["pg"] = ServerPool()
     from . import handlers  # here, not at the top: importing handlers registers them (run() does)
@@ -115,6 +115,9 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    claims = memo.get("claims")
+    if claims is not None:
+        await claims.stop()
     pool = memo.get("pg")
     if pool is not None:
         await pool.aclose()

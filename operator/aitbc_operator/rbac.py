@@ -134,9 +134,10 @@ CLAIMS = Role(
     suffix="claims",
     description="Cluster-wide reads: who claims which database and role on which server; StorageClasses.",
     rules=(
-        Rule((GROUP,), ("aitbcdatabases",), ("list",),
-             "Name claims (reconcilers/database.py): a database or role name on one PostgreSQL server belongs to the"
-             " first AitbcDatabase that claimed it in any namespace; Drop is refused while another one uses it."),
+        Rule((GROUP,), ("aitbcdatabases",), ("list", "watch"),
+             "Name claims (reconcilers/claims.py): a database or role name on one PostgreSQL server belongs to the"
+             " first AitbcDatabase that claimed it in any namespace (one list, then a watch); Drop is refused while"
+             " another one uses it."),
         Rule(("storage.k8s.io",), ("storageclasses",), ("get",),
              "storage.pvc.autoExpand: read the chain volume claim's StorageClass (by name) to know whether it allows"
              " volume expansion before raising the claim's request; never written."),

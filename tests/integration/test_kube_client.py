@@ -141,3 +141,34 @@ def test_current_takes_a_delivered_body_only_if_it_holds_the_clients_last_write(
             await other.aclose()
 
     asyncio.run(main())
+
+
+def test_a_watch_from_a_lists_version_delivers_the_later_changes_in_order(kubeconfig: Path, namespace: str) -> None:
+    """list_versioned + watch: what the claims book (reconcilers/claims.py) follows."""
+    kube = Kube.connect(str(kubeconfig), connections=1)
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "watched", "namespace": namespace}}
+
+    async def changes(since: str) -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        async for kind, obj in kube.watch(r.SECRET, since, seconds=10):
+            meta = obj.get("metadata") or {}
+            if meta.get("namespace") == namespace:
+                seen.append((kind, meta["name"]))
+            if kind == "DELETED" and meta.get("name") == "watched":
+                return seen
+        return seen
+
+    async def main() -> list[tuple[str, str]]:
+        try:
+            items, version = await kube.list_versioned(r.SECRET, namespace)
+            assert items == []
+            assert version
+            watching = asyncio.ensure_future(changes(version))
+            await kube.apply(manifest)
+            await kube.merge_patch(r.SECRET, namespace, "watched", {"metadata": {"labels": {"a": "1"}}})
+            await kube.request("DELETE", r.SECRET.path(namespace, "watched"))
+            return await asyncio.wait_for(watching, 30)
+        finally:
+            await kube.aclose()
+
+    assert asyncio.run(main()) == [("ADDED", "watched"), ("MODIFIED", "watched"), ("DELETED", "watched")]

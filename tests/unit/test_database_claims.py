@@ -1,14 +1,15 @@
-"""ClaimBook: shared, single-flight LISTs that still give every first reconcile a view taken after its resource was
+"""ClaimBook: one LIST and a watch give every first reconcile a view of the claims taken after its resource was
 created; step_events: one Event per reason and reconcile."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 
-from aitbc_operator import postgres
+from aitbc_operator import errors, postgres
 from aitbc_operator.k8s.client import Kube
 from aitbc_operator.k8s.resources import Kind
 from aitbc_operator.reconcilers.claims import ClaimBook
@@ -24,135 +25,185 @@ def database(name: str, uid: str) -> Obj:
     return obj
 
 
-class ListingKube:
-    """A cluster of AitbcDatabases whose LISTs can be held open (``gate``) to make callers overlap."""
+class WatchedKube:
+    """AitbcDatabases behind a LIST and a watch the test drives: ``send`` puts an event on the open stream,
+    ``expire`` ends it with 410 Gone, ``fail`` breaks the next LISTs."""
 
-    def __init__(self) -> None:
-        self.objects: list[Obj] = []
-        self.lists = 0
-        self.gate: asyncio.Event | None = None
+    def __init__(self, *objects: Obj) -> None:
+        self.objects: dict[str, Obj] = {o["metadata"]["uid"]: o for o in objects}
+        self.lists = self.watches = 0
         self.fail: Exception | None = None
+        self.stream: asyncio.Queue[tuple[str, Obj] | Exception] = asyncio.Queue()
 
     async def list(self, kind: Kind, namespace: str | None = None, **_: Any) -> list[Obj]:
+        return (await self.list_versioned(kind, namespace))[0]
+
+    async def list_versioned(self, kind: Kind, namespace: str | None = None, **_: Any) -> tuple[list[Obj], str]:
         self.lists += 1
-        snapshot = list(self.objects)  # what the apiserver saw when the LIST arrived
-        if self.gate is not None:
-            await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        return snapshot
+        return list(self.objects.values()), "10"
+
+    async def watch(self, kind: Kind, since: str, *, seconds: int) -> AsyncIterator[tuple[str, Obj]]:
+        self.watches += 1
+        while True:
+            item = await self.stream.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def send(self, kind: str, obj: Obj) -> None:
+        """A change made at the apiserver: the LISTs see it, and the open watch delivers it."""
+        if kind == "DELETED":
+            self.objects.pop(obj["metadata"]["uid"], None)
+        else:
+            self.objects[obj["metadata"]["uid"]] = obj
+        self.stream.put_nowait((kind, obj))
+
+    def expire(self) -> None:
+        self.stream.put_nowait(errors.Expired("too old"))
 
 
 async def settle() -> None:
     """Let every ready task run up to its next real wait."""
-    for _ in range(5):
+    for _ in range(10):
         await asyncio.sleep(0)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def book(kube: ListingKube, clock: Clock | None = None, max_age: float = 5.0) -> ClaimBook:
-    return ClaimBook(cast(Kube, kube), max_age=max_age, clock=clock or Clock())
+def follower(kube: WatchedKube, wait: float = 5.0) -> ClaimBook:
+    return ClaimBook(cast(Kube, kube), follow=True, wait=wait, retry=0.01)
 
 
 def names(claims: tuple[Any, ...]) -> list[str]:
     return sorted(c.name for c in claims)
 
 
-def test_concurrent_first_reconciles_share_one_list() -> None:
-    kube = ListingKube()
-    kube.objects = [database(f"db{i}", f"u{i}") for i in range(20)]
-    claims = book(kube)
+def test_without_following_every_question_lists() -> None:
+    kube = WatchedKube(database("a", "u-a"))
+    claims = ClaimBook(cast(Kube, kube))
+
+    async def main() -> None:
+        assert names(await claims.including("u-a")) == ["a"]
+        assert names(await claims.including("u-a")) == ["a"]
+
+    asyncio.run(main())
+    assert (kube.lists, kube.watches) == (2, 0)
+
+
+def test_concurrent_first_reconciles_are_answered_from_one_list_and_the_watch() -> None:
+    kube = WatchedKube(*(database(f"db{i}", f"u{i}") for i in range(20)))
+    claims = follower(kube)
 
     async def main() -> list[tuple[Any, ...]]:
-        kube.gate = asyncio.Event()
-        waiting = [asyncio.ensure_future(claims.including(f"u{i}")) for i in range(20)]
-        await settle()
-        kube.gate.set()
-        return list(await asyncio.gather(*waiting))
+        first = await asyncio.gather(*(claims.including(f"u{i}") for i in range(20)))
+        kube.send("ADDED", database("late", "u-late"))  # created after the LIST: the watch brings it
+        later = await claims.including("u-late")
+        await claims.stop()
+        return [*first, later]
 
     results = asyncio.run(main())
-    assert kube.lists == 1
-    assert all(names(r) == names(results[0]) for r in results)
-    assert len(results[0]) == 20
-    # Later callers within max_age reuse the snapshot too.
-    asyncio.run(claims.including("u3"))
-    assert kube.lists == 1
+    assert all(len(r) == 20 for r in results[:20])
+    assert "late" in names(results[20])
+    assert len(results[20]) == 21
+    assert (kube.lists, kube.watches) == (1, 1)
 
 
-def test_a_resource_created_after_the_list_in_flight_started_waits_for_the_next_one() -> None:
-    kube = ListingKube()
-    kube.objects = [database("old", "u-old")]
-    claims = book(kube)
+def test_a_question_waits_until_the_watch_holds_its_resource_and_then_sees_every_earlier_change() -> None:
+    kube = WatchedKube(database("old", "u-old"))
+    claims = follower(kube)
 
     async def main() -> tuple[Any, ...]:
-        kube.gate = asyncio.Event()
-        early = asyncio.ensure_future(claims.including("u-old"))
-        await settle()  # that LIST is in flight, without the new resource
-        kube.objects.append(database("new", "u-new"))
-        late = asyncio.ensure_future(claims.including("u-new"))
+        await claims.including("u-old")
+        asking = asyncio.ensure_future(claims.including("u-new"))  # kopf delivered it before our watch did
         await settle()
-        kube.gate.set()
-        await early
-        return await late
+        assert not asking.done()
+        kube.send("DELETED", database("old", "u-old"))
+        kube.send("ADDED", database("other", "u-other"))
+        kube.send("ADDED", database("new", "u-new"))
+        result = await asking
+        await claims.stop()
+        return result
 
-    late = asyncio.run(main())
-    assert names(late) == ["new", "old"]
-    assert kube.lists == 2
-
-
-def test_a_snapshot_older_than_max_age_is_not_reused() -> None:
-    kube = ListingKube()
-    kube.objects = [database("a", "u-a"), database("b", "u-b")]
-    clock = Clock()
-    claims = book(kube, clock, max_age=5.0)
-    asyncio.run(claims.including("u-a"))
-    kube.objects.pop()  # b is deleted: its claim must not block names for long
-    clock.now += 4.0
-    assert names(asyncio.run(claims.including("u-a"))) == ["a", "b"]
+    assert names(asyncio.run(main())) == ["new", "other"]  # the deletion before it is applied too
     assert kube.lists == 1
-    clock.now += 2.0
-    assert names(asyncio.run(claims.including("u-a"))) == ["a"]
+
+
+def test_a_claim_changed_by_an_update_is_the_updated_one() -> None:
+    kube = WatchedKube(database("a", "u-a"))
+    claims = follower(kube)
+
+    async def main() -> tuple[Any, ...]:
+        await claims.including("u-a")
+        changed = database("a", "u-a")
+        changed["spec"]["databaseName"] = "renamed"
+        kube.send("MODIFIED", changed)
+        kube.send("ADDED", database("b", "u-b"))
+        result = await claims.including("u-b")
+        await claims.stop()
+        return result
+
+    claimed = {c.name: c.database for c in asyncio.run(main())}
+    assert claimed["a"] == "renamed"
+
+
+def test_an_expired_watch_lists_again() -> None:
+    kube = WatchedKube(database("a", "u-a"))
+    claims = follower(kube)
+
+    async def main() -> tuple[Any, ...]:
+        await claims.including("u-a")
+        kube.objects["u-b"] = database("b", "u-b")  # missed by the watch
+        kube.expire()
+        result = await claims.including("u-b")
+        await claims.stop()
+        return result
+
+    assert names(asyncio.run(main())) == ["a", "b"]
     assert kube.lists == 2
 
 
-def test_fresh_always_lists_and_errors_reach_every_waiter() -> None:
-    kube = ListingKube()
-    kube.objects = [database("a", "u-a")]
-    claims = book(kube)
-    asyncio.run(claims.including("u-a"))
-    asyncio.run(claims.fresh())
+def test_while_the_apiserver_cannot_be_listed_questions_fail_and_then_recover() -> None:
+    kube = WatchedKube(database("a", "u-a"))
+    kube.fail = errors.ApiUnavailable("apiserver down")
+    claims = follower(kube, wait=0.05)
+
+    async def main() -> tuple[Any, ...]:
+        with pytest.raises(errors.ApiUnavailable):
+            await claims.including("u-a")  # waited for the watch, then its own LIST failed too
+        kube.fail = None
+        result = await claims.including("u-a")
+        await claims.stop()
+        return result
+
+    assert names(asyncio.run(main())) == ["a"]
+
+
+def test_a_resource_the_watch_never_delivers_is_answered_by_a_list_of_its_own() -> None:
+    kube = WatchedKube(database("a", "u-a"))
+    claims = follower(kube, wait=0.05)
+
+    async def main() -> tuple[Any, ...]:
+        await claims.including("u-a")
+        result = await claims.including("u-gone")  # deleted before the watch delivered it
+        await claims.stop()
+        return result
+
+    assert names(asyncio.run(main())) == ["a"]
     assert kube.lists == 2
-
-    kube.fail = RuntimeError("apiserver down")
-    other = book(kube)
-
-    async def main() -> list[BaseException | tuple[Any, ...]]:
-        kube.gate = asyncio.Event()
-        waiting = [asyncio.ensure_future(other.including("u-a")) for _ in range(3)]
-        await settle()
-        kube.gate.set()
-        return list(await asyncio.gather(*waiting, return_exceptions=True))
-
-    outcomes = asyncio.run(main())
-    assert all(isinstance(o, RuntimeError) for o in outcomes)
-    assert kube.lists == 3  # one shared failing LIST
-    kube.fail, kube.gate = None, None
-    assert names(asyncio.run(other.including("u-a"))) == ["a"]  # the next call lists again
 
 
 def test_invalid_specs_claim_nothing() -> None:
-    kube = ListingKube()
     bad = database("bad", "u-bad")
     bad["spec"]["databaseName"] = 'x"; DROP'
-    kube.objects = [database("a", "u-a"), bad]
-    assert names(asyncio.run(book(kube).including("u-a"))) == ["a"]
+    kube = WatchedKube(database("a", "u-a"), bad)
+
+    async def main() -> tuple[Any, ...]:
+        claims = follower(kube)
+        result = await claims.including("u-bad")
+        await claims.stop()
+        return result
+
+    assert names(asyncio.run(main())) == ["a"]
 
 
 # --- Events of a reconcile ----------------------------------------------------------------------------------------

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from typing import Any
 
+import kopf
+import pytest
+from aiohttp import web
+
+from aitbc_operator import errors
 from aitbc_operator.k8s.client import ANNOTATION_APPLIED, Kube, read_verb, resource_of, with_fingerprint
+from aitbc_operator.k8s.resources import SECRET
 
 
 class RecordingKube(Kube):
@@ -89,3 +96,45 @@ def test_request_paths_name_their_resource_and_whether_they_list() -> None:
         "/apis/aitbc.io/v1alpha1/namespaces/ns/aitbcnodes/n1/status": ("aitbcnodes/status", "GET"),
     }
     assert {path: (resource_of(path), read_verb(path)) for path in cases} == cases
+
+
+def test_a_watch_reads_events_of_any_length_and_a_410_is_expired() -> None:
+    """Kube.watch against a local HTTP server: an event split across chunks and one over aiohttp's 128 KiB line limit
+    arrive whole; the server's ERROR event with code 410 ends the stream as errors.Expired."""
+    big = {"metadata": {"name": "big", "uid": "u2", "annotations": {"x": "y" * 200_000}}}
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        assert request.query["resourceVersion"] == "7"
+        response = web.StreamResponse()
+        await response.prepare(request)
+        first = json.dumps({"type": "ADDED", "object": {"metadata": {"name": "a", "uid": "u1"}}}).encode()
+        await response.write(first[:10])
+        await response.write(first[10:] + b"\n")
+        await response.write(json.dumps({"type": "MODIFIED", "object": big}).encode() + b"\n")
+        await response.write(json.dumps({"type": "ERROR", "object": {"code": 410, "message": "too old"}}).encode())
+        return response
+
+    async def main() -> list[tuple[str, str]]:
+        app = web.Application()
+        app.router.add_get("/api/v1/secrets", stream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        kube = Kube(lambda: kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"))
+        seen: list[tuple[str, str]] = []
+
+        async def follow() -> None:
+            async for kind, obj in kube.watch(SECRET, "7", seconds=5):
+                seen.append((kind, obj["metadata"]["name"]))
+
+        try:
+            with pytest.raises(errors.Expired, match="too old"):
+                await follow()
+        finally:
+            await kube.aclose()
+            await runner.cleanup()
+        return seen
+
+    assert asyncio.run(main()) == [("ADDED", "a"), ("MODIFIED", "big")]

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -33,9 +33,13 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "aitbc-operator"
 #: The resourceVersion of a tracked object while a write to it is in flight or after one failed: matches no body.
 UNKNOWN = ""
+#: Watch streams a client may hold open next to its pooled requests (each on a connection of its own).
+WATCH_STREAMS = 1
 #: On every object the operator applies: a digest of the manifest last applied (see `with_fingerprint`).
 ANNOTATION_APPLIED = "aitbc.io/applied-manifest"
 Obj = dict[str, Any]
+Objs = list[Obj]
+Query = list[tuple[str, str]]
 
 
 def _digest(manifest: Mapping[str, Any]) -> str:
@@ -75,6 +79,8 @@ def _convert(status: int, data: bytes, what: str) -> errors.OperatorError:
         return errors.NotFound(message)
     if status == 409:
         return errors.ApiConflict(message)
+    if status == 410:
+        return errors.Expired(message)
     if status == 403:
         return errors.Forbidden(message)
     if status in (400, 422):
@@ -134,7 +140,7 @@ class Kube:
             raise RuntimeError("this Kube's session belongs to another event loop")
         if self._session is None:
             self._info = self._login()
-            connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._info.as_ssl_context())
+            connector = aiohttp.TCPConnector(limit=self._connections + WATCH_STREAMS, ssl=self._info.as_ssl_context())
             headers = {"Accept": "application/json", "User-Agent": f"aitbc-operator/{__version__}"}
             self._session = aiohttp.ClientSession(connector=connector, headers=headers)
             self._loop = loop
@@ -236,10 +242,45 @@ class Kube:
         query = [("labelSelector", label_selector)] if label_selector else []
         if field_selector:
             query.append(("fieldSelector", field_selector))
+        return (await self.list_versioned(kind, namespace, query=query))[0]
+
+    async def list_versioned(self, kind: Kind, namespace: str | None = None, *,
+                             query: Query | None = None) -> tuple[Objs, str]:
+        """Objects of a kind and the list's resourceVersion: where a `watch` of the same objects continues."""
         path = kind.path(namespace) if namespace else kind.cluster_path()
         result: Obj = await self.request("GET", path, query=query)
-        items: list[Obj] = result.get("items", [])
-        return items
+        return result.get("items", []), str((result.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watch(self, kind: Kind, since: str, *, seconds: int) -> AsyncIterator[tuple[str, Obj]]:
+        """The changes to every object of a kind (all namespaces) after resourceVersion ``since``, in order, as
+        (ADDED | MODIFIED | DELETED | BOOKMARK, object), for about ``seconds`` (then the server ends the stream).
+
+        On its own connection, outside the pool's slots. Raises `errors.Expired` when ``since`` is too old (list
+        again), the operator's other errors when the stream cannot be opened or breaks."""
+        if self._fenced is not None:
+            raise errors.Stopped(f"WATCH {kind.plural}: not sent, {self._fenced}")
+        session, path = self._open(), kind.cluster_path()
+        info = self._info
+        assert info is not None
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", since),
+                 ("timeoutSeconds", str(seconds))]
+        metrics.KUBE_READS.labels("WATCH", resource_of(path)).inc()
+        timeout = aiohttp.ClientTimeout(sock_connect=self._timeout, sock_read=seconds + self._timeout)
+        try:
+            async with session.get(info.server.rstrip("/") + path, params=query, headers=info.as_http_headers(),
+                                   timeout=timeout) as response:
+                if response.status == 401:
+                    self._relogin(info)  # the next watch sends the fresh credentials
+                if not 200 <= response.status <= 299:
+                    raise _convert(response.status, await response.read(), f"WATCH {path}")
+                async for line in _lines(response.content):
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise _convert(int(status.get("code") or 500), json.dumps(status).encode(), f"WATCH {path}")
+                    yield str(event.get("type")), event.get("object") or {}
+        except (TimeoutError, aiohttp.ClientError, LoginError, OSError) as exc:
+            raise errors.ApiUnavailable(f"WATCH {path}: {exc or type(exc).__name__}") from exc
 
     async def get_namespace(self, name: str) -> Obj | None:
         """A Namespace, or None when it does not exist. Listed by name: the operator may list namespaces everywhere
@@ -357,6 +398,18 @@ def resource_of(path: str) -> str:
 def read_verb(path: str) -> str:
     """LIST for a GET of a collection, else GET."""
     return "LIST" if len(_rest(path)) == 1 else "GET"
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The non-empty lines of a stream, however long (aiohttp's ``readline`` refuses a line over 128 KiB)."""
+    pending = b""
+    async for chunk in content.iter_any():
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
 
 
 def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
