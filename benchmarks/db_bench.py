@@ -368,19 +368,6 @@ def operator_process(kubeconfig: Path, namespace: str, log: Path, results: Resul
     return OperatorProcess(kubeconfig, log, namespaces=(namespace,), env=env, command=command)
 
 
-@contextmanager
-def profiled(pid: int, results: Results, what: str) -> Iterator[None]:
-    """With --profile DIR: py-spy records the block into DIR/<what>.txt; its summary goes into the results."""
-    if results.profile is None:
-        yield
-        return
-    results.profile.mkdir(parents=True, exist_ok=True)
-    path = results.profile / f"{what}.txt"
-    with pyspy.record(pid, path):
-        yield
-    results.profiles[what] = pyspy.summary(path)
-
-
 #: ``apiserver_request_total`` series: verb, resource and subresource are what a write is counted by.
 _REQUEST_SERIES = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -418,7 +405,7 @@ def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, co
         say(f"operator: applying {count} AitbcDatabases at once (log: {proc.log})")
         before, writes_before = operator_cost.read(proc), server_writes(api)
         started = time.monotonic()
-        with profiled(pid, results, "create"):
+        with pyspy.recorded(pid, results.profile, "create", results.profiles):
             create_all(api, namespace, count)
             results.apply_seconds = time.monotonic() - started
             ready = wait_all_ready(api, namespace, count, started + timeout)
@@ -433,7 +420,7 @@ def measure_operator(api: client.ApiClient, kubeconfig: Path, namespace: str, co
         say(f"operator: waiting for two passes of drift checks of all {count} (every {results.drift_interval:g} s)")
         results.drift_first = operator_cost.idle_window(proc, outside, KIND, count,
                                                         timeout=3 * results.drift_interval)
-        with profiled(pid, results, "drift"):
+        with pyspy.recorded(pid, results.profile, "drift", results.profiles):
             results.drift = operator_cost.idle_window(proc, outside, KIND, count, timeout=3 * results.drift_interval)
         results.rss_idle_kib = procstat.settled_rss(pid, settle=10.0)
         results.mappings_idle = procstat.mapping_kib(pid)
@@ -591,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-on-disk", action="store_true",
                         help="keep the throwaway server's data on disk (default: in /dev/shm when there is room)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="py-spy records the operator into DIR while it creates and checks drift (summarised)")
+                        help="py-spy records the operator into DIR while it creates and checks drift, or each "
+                        "batch of the scale run (summarised)")
     args = parser.parse_args(argv)
     if args.scale:
         from benchmarks.db_scale import run_scale

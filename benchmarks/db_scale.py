@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from benchmarks import operator_cost, procstat
+from benchmarks import operator_cost, procstat, pyspy
 from benchmarks.db_bench import (
     ADMIN_ROLE,
     GROUP,
@@ -99,6 +99,9 @@ class Scale:
     drift: operator_cost.Window = field(default_factory=operator_cost.Window)
     rss_idle_kib: int = 0
     peak_kib: int = 0
+    #: ``--profile DIR``: py-spy records each batch into DIR/batch-<total>.txt; the summaries, by batch total.
+    profile: Path | None = None
+    profiles: dict[str, str] = field(default_factory=dict)
 
 
 def versions_of_all(api: client.ApiClient, namespace: str) -> dict[str, str]:
@@ -183,8 +186,9 @@ def grow(api: client.ApiClient, proc: OperatorProcess, scale: Scale, kwok_nodes:
     for step in scale.steps:
         say(f"creating {step.batch} AitbcDatabases (to {step.total})")
         before, began = procstat.cpu_seconds(pid), time.monotonic()
-        create_databases(api, NAMESPACE, step.total - step.batch, step.batch)
-        ready = wait_all_ready(api, NAMESPACE, step.total, began + timeout)
+        with pyspy.recorded(pid, scale.profile, f"batch-{step.total}", scale.profiles):
+            create_databases(api, NAMESPACE, step.total - step.batch, step.batch)
+            ready = wait_all_ready(api, NAMESPACE, step.total, began + timeout)
         if ready < step.total:
             raise SystemExit(f"only {ready}/{step.total} Ready after {timeout:.0f} s; see {proc.log}")
         step.seconds, step.cpu = time.monotonic() - began, procstat.cpu_seconds(pid) - before
@@ -232,6 +236,8 @@ def report(scale: Scale) -> str:
         f"peak {mib(scale.peak_kib)})",
         f"  by mapping, empty -> idle: {procstat.mapping_change(scale.mappings_empty, scale.mappings_idle)}",
     ]
+    for what, text in scale.profiles.items():
+        lines += [f"py-spy, {what} ({scale.profile}/{what}.txt):", text]
     return "\n".join(lines)
 
 
@@ -240,7 +246,7 @@ def run_scale(args: argparse.Namespace) -> int:
     totals = sorted({int(t) for t in args.scale.split(",")})
     batches = [b - a for a, b in zip([0, *totals], totals, strict=False)]
     scale = Scale(args.nodes, [Step(b, t) for b, t in zip(batches, totals, strict=True)],
-                  drift_interval=args.drift_interval, load_before=procstat.load())
+                  drift_interval=args.drift_interval, load_before=procstat.load(), profile=args.profile)
     kwok_nodes = [f"worker-{i + 1}" for i in range(max(2, math.ceil(2 * args.nodes / PODS_PER_KWOK_NODE)))]
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aitbc-db-scale-")))

@@ -45,6 +45,20 @@ def record(pid: int, output: Path, *, rate: int = 100) -> Iterator[None]:
             raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
 
 
+@contextmanager
+def recorded(pid: int, directory: Path | None, what: str, summaries: dict[str, str]) -> Iterator[None]:
+    """With a ``directory`` (a benchmark's ``--profile DIR``): ``record`` the block into DIR/<what>.txt and put its
+    ``summary`` into ``summaries[what]``; without one, nothing."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{what}.txt"
+    with record(pid, path):
+        yield
+    summaries[what] = summary(path)
+
+
 def _package(frame: str) -> str:
     match = _FRAME.match(frame.strip())
     path = match["file"] if match else frame

@@ -14,6 +14,7 @@ from aitbc_operator.k8s.client import Kube
 from aitbc_operator.k8s.resources import Kind
 from aitbc_operator.reconcilers.claims import ClaimBook
 from aitbc_operator.reconcilers.database import EVENT_MESSAGE_LIMIT, step_events
+from aitbc_operator.reconcilers.database_policy import Claim, claim_of
 from tests.factories import make_database
 
 Obj = dict[str, Any]
@@ -74,6 +75,13 @@ def follower(kube: WatchedKube, wait: float = 5.0) -> ClaimBook:
     return ClaimBook(cast(Kube, kube), follow=True, wait=wait, retry=0.01)
 
 
+def claim(name: str, uid: str | None = None) -> Claim:
+    """The claim a first reconcile of ``database(name, uid)`` asks about."""
+    found = claim_of(database(name, uid or f"u-{name}"))
+    assert found is not None
+    return found
+
+
 def names(claims: tuple[Any, ...]) -> list[str]:
     return sorted(c.name for c in claims)
 
@@ -83,8 +91,8 @@ def test_without_following_every_question_lists() -> None:
     claims = ClaimBook(cast(Kube, kube))
 
     async def main() -> None:
-        assert names(await claims.including("u-a")) == ["a"]
-        assert names(await claims.including("u-a")) == ["a"]
+        assert names(await claims.overlapping(claim("a"))) == ["a"]
+        assert names(await claims.overlapping(claim("a"))) == ["a"]
 
     asyncio.run(main())
     assert (kube.lists, kube.watches) == (2, 0)
@@ -95,9 +103,9 @@ def test_concurrent_first_reconciles_are_answered_from_one_list_and_the_watch() 
     claims = follower(kube)
 
     async def main() -> list[tuple[Any, ...]]:
-        first = await asyncio.gather(*(claims.including(f"u{i}") for i in range(20)))
+        first = await asyncio.gather(*(claims.overlapping(claim(f"db{i}", f"u{i}")) for i in range(20)))
         kube.send("ADDED", database("late", "u-late"))  # created after the LIST: the watch brings it
-        later = await claims.including("u-late")
+        later = await claims.overlapping(claim("late"))
         await claims.stop()
         return [*first, later]
 
@@ -113,8 +121,8 @@ def test_a_question_waits_until_the_watch_holds_its_resource_and_then_sees_every
     claims = follower(kube)
 
     async def main() -> tuple[Any, ...]:
-        await claims.including("u-old")
-        asking = asyncio.ensure_future(claims.including("u-new"))  # kopf delivered it before our watch did
+        await claims.overlapping(claim("old"))
+        asking = asyncio.ensure_future(claims.overlapping(claim("new")))  # kopf delivered it before our watch did
         await settle()
         assert not asking.done()
         kube.send("DELETED", database("old", "u-old"))
@@ -133,12 +141,12 @@ def test_a_claim_changed_by_an_update_is_the_updated_one() -> None:
     claims = follower(kube)
 
     async def main() -> tuple[Any, ...]:
-        await claims.including("u-a")
+        await claims.overlapping(claim("a"))
         changed = database("a", "u-a")
         changed["spec"]["databaseName"] = "renamed"
         kube.send("MODIFIED", changed)
         kube.send("ADDED", database("b", "u-b"))
-        result = await claims.including("u-b")
+        result = await claims.overlapping(claim("b"))
         await claims.stop()
         return result
 
@@ -146,15 +154,41 @@ def test_a_claim_changed_by_an_update_is_the_updated_one() -> None:
     assert claimed["a"] == "renamed"
 
 
+def distinct(name: str, database_name: str, role_name: str) -> Obj:
+    obj = database(name, f"u-{name}")
+    obj["spec"].update(databaseName=database_name, roleName=role_name)
+    return obj
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_question_gets_only_the_claims_sharing_a_name_and_a_rename_moves_a_claim(follow: bool) -> None:
+    kube = WatchedKube(distinct("a", "d1", "r1"), distinct("b", "d1", "r2"), distinct("c", "d3", "r1"),
+                       distinct("z", "d9", "r9"))
+    claims = ClaimBook(cast(Kube, kube), follow=follow, wait=5.0, retry=0.01)
+    asking = claim_of(distinct("a", "d1", "r1"))
+    assert asking is not None
+
+    async def main() -> tuple[list[str], list[str]]:
+        before = names(await claims.overlapping(asking))
+        kube.send("MODIFIED", distinct("b", "d2", "r2"))
+        kube.send("ADDED", distinct("y", "d8", "r1"))
+        await settle()
+        after = names(await claims.overlapping(asking))
+        await claims.stop()
+        return before, after
+
+    assert asyncio.run(main()) == (["a", "b", "c"], ["a", "c", "y"])
+
+
 def test_an_expired_watch_lists_again() -> None:
     kube = WatchedKube(database("a", "u-a"))
     claims = follower(kube)
 
     async def main() -> tuple[Any, ...]:
-        await claims.including("u-a")
+        await claims.overlapping(claim("a"))
         kube.objects["u-b"] = database("b", "u-b")  # missed by the watch
         kube.expire()
-        result = await claims.including("u-b")
+        result = await claims.overlapping(claim("b"))
         await claims.stop()
         return result
 
@@ -169,9 +203,9 @@ def test_while_the_apiserver_cannot_be_listed_questions_fail_and_then_recover() 
 
     async def main() -> tuple[Any, ...]:
         with pytest.raises(errors.ApiUnavailable):
-            await claims.including("u-a")  # waited for the watch, then its own LIST failed too
+            await claims.overlapping(claim("a"))  # waited for the watch, then its own LIST failed too
         kube.fail = None
-        result = await claims.including("u-a")
+        result = await claims.overlapping(claim("a"))
         await claims.stop()
         return result
 
@@ -183,8 +217,8 @@ def test_a_resource_the_watch_never_delivers_is_answered_by_a_list_of_its_own() 
     claims = follower(kube, wait=0.05)
 
     async def main() -> tuple[Any, ...]:
-        await claims.including("u-a")
-        result = await claims.including("u-gone")  # deleted before the watch delivered it
+        await claims.overlapping(claim("a"))
+        result = await claims.overlapping(claim("gone"))  # deleted before the watch delivered it
         await claims.stop()
         return result
 
@@ -199,7 +233,7 @@ def test_invalid_specs_claim_nothing() -> None:
 
     async def main() -> tuple[Any, ...]:
         claims = follower(kube)
-        result = await claims.including("u-bad")
+        result = await claims.overlapping(claim("a"))
         await claims.stop()
         return result
 

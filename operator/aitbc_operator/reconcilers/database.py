@@ -246,7 +246,7 @@ async def _converge(
     if first_time:
         me = claim_of(dict(body))
         if me is not None:
-            conflict = conflicting_owner(me, await claims.including(me.uid), server=access.server)
+            conflict = conflicting_owner(me, await claims.overlapping(me), server=access.server)
             if conflict:
                 raise errors.NameConflict(conflict)
     secrets = await _own_secrets(kube, body, spec, status, now=now)

@@ -181,13 +181,13 @@ def _same_server(a: Claim, b: Claim, server: str) -> bool:
     return b.server == server or (b.server is None and a.admin_secret == b.admin_secret)
 
 
+def claimed_names(claim: Claim) -> frozenset[str]:
+    """What the claim takes, as messages name it: ``database d`` and ``role r`` for each of its roles."""
+    return frozenset((f"database {claim.database}", *(f"role {role}" for role in claim.roles or (claim.role,))))
+
+
 def _overlap(a: Claim, b: Claim) -> list[str]:
-    found = []
-    if a.database == b.database:
-        found.append(f"database {a.database}")
-    shared = sorted(set(a.roles or (a.role,)) & set(b.roles or (b.role,)))
-    found.extend(f"role {role}" for role in shared)
-    return found
+    return sorted(claimed_names(a) & claimed_names(b))  # "database ..." sorts before "role ..."
 
 
 def conflicting_owner(me: Claim, others: Iterable[Claim], *, server: str) -> str | None:
