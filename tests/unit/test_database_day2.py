@@ -326,7 +326,8 @@ def _ready(generation: int, status: str = "True") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("status", "generation", "may_exist"), [
-    ({}, 1, True),  # never reconciled
+    ({}, 1, False),  # never reconciled, and the only spec it had has no backup: no CronJob was ever made
+    ({}, 2, True),  # never reconciled successfully, and an earlier generation may have had spec.backup
     ({"conditions": [_ready(1)]}, 1, False),  # this generation (no backup) reconciled: a CronJob was removed
     ({"conditions": [_ready(1)]}, 2, True),  # a new generation: the old one may have had spec.backup
     ({"conditions": [_ready(2, "False")]}, 2, True),  # this generation failed (maybe removing the CronJob)

@@ -165,11 +165,15 @@ async def _record_last(kube: Kube, namespace: str, name: str, current: BackupSta
 
 def cron_job_may_exist(body: Mapping[str, Any], status: AitbcDatabaseStatus) -> bool:
     """Whether a CronJob of ours may be left without spec.backup - unless status records none (status.backup) and a
-    reconcile of this very generation (which has no backup) succeeded: that one removed it, or found none. Spares
-    every drift check of a resource without backups a GET."""
+    reconcile of this very generation (which has no backup) succeeded: that one removed it, or found none; or the
+    object is at its first generation: the only spec it ever had has no backup, so no reconcile made one (a
+    same-named CronJob is another uid's, not ours to remove). Spares every creation and every drift check of a
+    resource without backups a GET."""
     if status.backup is not None:
         return True
     generation = body["metadata"].get("generation")
+    if generation == 1:
+        return False
     ready = next((c for c in status.conditions if c.type == conditions.READY), None)
     return ready is None or ready.status != "True" or generation is None or ready.observed_generation != generation
 
