@@ -6,9 +6,11 @@ On its own PostgreSQL 15 and local control plane (enough kwok nodes for the Aitb
 
 1. floors: for every batch (the differences between the totals, e.g. 200, 800, 1000), the SQL floor of that many
    databases (benchmarks/db_floor.py) on the still empty server, dropped again: seconds per database;
-2. ``--nodes`` AitbcNodes (hostPath, spread over the kwok nodes): seconds until all are Ready, operator CPU;
+2. ``--nodes`` AitbcNodes (hostPath, spread over the kwok nodes): seconds until all are Ready, operator CPU; then
+   its CPU per second with them all Ready (what the batches' CPU figures include besides the creations);
 3. each batch of AitbcDatabases applied at once, until all so far are Ready: seconds and operator CPU per resource
-   (vs the floor's seconds per database for the same batch size), the operator's settled RSS afterwards;
+   (vs the floor's seconds per database for the same batch size), the operator's settled RSS afterwards (``--profile
+   DIR``: py-spy records each batch);
 4. a restart: a fresh operator until it resumed everything (seconds from its start, CPU, writes; from outside:
    resourceVersions of every resource and child, Events, DDL lines in the server log);
 5. that operator's drift checks of every AitbcDatabase (AITBC_DRIFT_INTERVAL ``--drift-interval``): CPU per check,
@@ -59,6 +61,8 @@ NODE_KIND, NODE_PLURAL = "AitbcNode", "aitbcnodes"
 #: kwok nodes hold 110 pods each (localcluster.cluster.fake_node); an AitbcNode runs two (node and RPC).
 PODS_PER_KWOK_NODE = 100
 DATABASE_MIB = 8.0
+#: Seconds the operator's CPU is measured with just the AitbcNodes, all Ready, before the first batch.
+NODES_IDLE_SECONDS = 15.0
 NAMESPACE = "aitbc-scale"
 CHILD_LISTS = {
     "secret": lambda api, ns: client.CoreV1Api(api).list_namespaced_secret(ns).items,
@@ -91,6 +95,8 @@ class Scale:
     load_after: str = ""
     nodes_seconds: float = 0.0
     nodes_cpu: float = 0.0
+    #: Operator CPU seconds per second with just the AitbcNodes, Ready, over ``NODES_IDLE_SECONDS``.
+    nodes_idle_cpu: float = 0.0
     rss_empty_kib: int = 0
     #: ``procstat.rss_by_mapping`` of the first operator in the empty namespace, of the restarted one idle.
     mappings_empty: dict[str, int] = field(default_factory=dict)
@@ -183,6 +189,9 @@ def grow(api: client.ApiClient, proc: OperatorProcess, scale: Scale, kwok_nodes:
     create_nodes(api, NAMESPACE, scale.nodes, kwok_nodes)
     wait_until(lambda: ready_nodes(api, NAMESPACE) >= scale.nodes, timeout, f"{scale.nodes} AitbcNodes Ready")
     scale.nodes_seconds, scale.nodes_cpu = time.monotonic() - began, procstat.cpu_seconds(pid) - before
+    before = procstat.cpu_seconds(pid)
+    time.sleep(NODES_IDLE_SECONDS)
+    scale.nodes_idle_cpu = (procstat.cpu_seconds(pid) - before) / NODES_IDLE_SECONDS
     for step in scale.steps:
         say(f"creating {step.batch} AitbcDatabases (to {step.total})")
         before, began = procstat.cpu_seconds(pid), time.monotonic()
@@ -220,7 +229,8 @@ def report(scale: Scale) -> str:
              f"{scale.pg_version}", f"before: {scale.load_before}; after: {scale.load_after}",
              f"operator RSS in the empty namespace: {mib(scale.rss_empty_kib)}",
              f"{scale.nodes} AitbcNodes to Ready: {scale.nodes_seconds:.1f} s "
-             f"({ms(scale.nodes_seconds / scale.nodes)} each), operator CPU {ms(scale.nodes_cpu / scale.nodes)} each",
+             f"({ms(scale.nodes_seconds / scale.nodes)} each), operator CPU {ms(scale.nodes_cpu / scale.nodes)} each; "
+             f"then, all Ready: {ms(scale.nodes_idle_cpu)} of CPU per second ({NODES_IDLE_SECONDS:g} s)",
              "batch    total   all Ready  per resource  floor per db  ratio  CPU per resource  RSS after"]
     for s in scale.steps:
         per, floor = s.seconds / s.batch, s.floor_seconds / s.batch
