@@ -61,8 +61,8 @@ NODE_KIND, NODE_PLURAL = "AitbcNode", "aitbcnodes"
 #: kwok nodes hold 110 pods each (localcluster.cluster.fake_node); an AitbcNode runs two (node and RPC).
 PODS_PER_KWOK_NODE = 100
 DATABASE_MIB = 8.0
-#: Seconds the operator's CPU is measured with just the AitbcNodes, all Ready, before the first batch.
-NODES_IDLE_SECONDS = 15.0
+#: The operator's CPU with just the AitbcNodes, all Ready, before the first batch: in this many windows of seconds.
+NODES_IDLE_WINDOWS, NODES_IDLE_WINDOW = 3, 10.0
 NAMESPACE = "aitbc-scale"
 CHILD_LISTS = {
     "secret": lambda api, ns: client.CoreV1Api(api).list_namespaced_secret(ns).items,
@@ -95,8 +95,8 @@ class Scale:
     load_after: str = ""
     nodes_seconds: float = 0.0
     nodes_cpu: float = 0.0
-    #: Operator CPU seconds per second with just the AitbcNodes, Ready, over ``NODES_IDLE_SECONDS``.
-    nodes_idle_cpu: float = 0.0
+    #: Operator CPU seconds per second with just the AitbcNodes, all Ready, in each ``NODES_IDLE_WINDOW``.
+    nodes_idle_cpu: list[float] = field(default_factory=list)
     rss_empty_kib: int = 0
     #: ``procstat.rss_by_mapping`` of the first operator in the empty namespace, of the restarted one idle.
     mappings_empty: dict[str, int] = field(default_factory=dict)
@@ -189,9 +189,11 @@ def grow(api: client.ApiClient, proc: OperatorProcess, scale: Scale, kwok_nodes:
     create_nodes(api, NAMESPACE, scale.nodes, kwok_nodes)
     wait_until(lambda: ready_nodes(api, NAMESPACE) >= scale.nodes, timeout, f"{scale.nodes} AitbcNodes Ready")
     scale.nodes_seconds, scale.nodes_cpu = time.monotonic() - began, procstat.cpu_seconds(pid) - before
-    before = procstat.cpu_seconds(pid)
-    time.sleep(NODES_IDLE_SECONDS)
-    scale.nodes_idle_cpu = (procstat.cpu_seconds(pid) - before) / NODES_IDLE_SECONDS
+    with pyspy.recorded(pid, scale.profile, "nodes-idle", scale.profiles):
+        for _ in range(NODES_IDLE_WINDOWS):
+            before = procstat.cpu_seconds(pid)
+            time.sleep(NODES_IDLE_WINDOW)
+            scale.nodes_idle_cpu.append((procstat.cpu_seconds(pid) - before) / NODES_IDLE_WINDOW)
     for step in scale.steps:
         say(f"creating {step.batch} AitbcDatabases (to {step.total})")
         before, began = procstat.cpu_seconds(pid), time.monotonic()
@@ -230,7 +232,8 @@ def report(scale: Scale) -> str:
              f"operator RSS in the empty namespace: {mib(scale.rss_empty_kib)}",
              f"{scale.nodes} AitbcNodes to Ready: {scale.nodes_seconds:.1f} s "
              f"({ms(scale.nodes_seconds / scale.nodes)} each), operator CPU {ms(scale.nodes_cpu / scale.nodes)} each; "
-             f"then, all Ready: {ms(scale.nodes_idle_cpu)} of CPU per second ({NODES_IDLE_SECONDS:g} s)",
+             f"then, all Ready, CPU per second in {NODES_IDLE_WINDOW:g} s windows: "
+             f"{', '.join(ms(c) for c in scale.nodes_idle_cpu)}",
              "batch    total   all Ready  per resource  floor per db  ratio  CPU per resource  RSS after"]
     for s in scale.steps:
         per, floor = s.seconds / s.batch, s.floor_seconds / s.batch
