@@ -105,7 +105,8 @@ class Scale:
     drift: operator_cost.Window = field(default_factory=operator_cost.Window)
     rss_idle_kib: int = 0
     peak_kib: int = 0
-    #: ``--profile DIR``: py-spy records each batch into DIR/batch-<total>.txt; the summaries, by batch total.
+    #: ``--profile DIR``: py-spy records the AitbcNodes' idle windows and each batch into DIR/<what>.txt
+    #: (``nodes-idle``, ``batch-<total>``); the summaries, by that name.
     profile: Path | None = None
     profiles: dict[str, str] = field(default_factory=dict)
 

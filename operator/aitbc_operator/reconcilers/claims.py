@@ -132,22 +132,27 @@ class ClaimBook:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return  # BOOKMARK: only its resourceVersion counts
         uid = _uid(obj)
-        self._set(uid, None if kind == "DELETED" else claim_of(obj))
         if kind == "DELETED":
-            del self._claims[uid]
+            self._drop(uid)
+        else:
+            self._set(uid, claim_of(obj))
         self._wake(uid)
 
     def _set(self, uid: str, claim: Claim | None) -> None:
         """Record ``uid``'s claim (None: it claims nothing), in the index too."""
-        old = self._claims.get(uid)
+        self._drop(uid)
+        self._claims[uid] = claim
+        for name in claimed_names(claim) if claim is not None else ():
+            self._by_name.setdefault(name, set()).add(uid)
+
+    def _drop(self, uid: str) -> None:
+        """Forget ``uid``'s claim and its entries in the index."""
+        old = self._claims.pop(uid, None)
         for name in claimed_names(old) if old is not None else ():
             holders = self._by_name[name]
             holders.discard(uid)
             if not holders:
                 del self._by_name[name]
-        self._claims[uid] = claim
-        for name in claimed_names(claim) if claim is not None else ():
-            self._by_name.setdefault(name, set()).add(uid)
 
     def _wake(self, uid: str) -> None:
         for waiter in self._waiters.pop(uid, []):
